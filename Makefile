@@ -1,0 +1,48 @@
+# lockstep — build, test and measure. `make` alone lists the targets.
+
+GO        ?= go
+BIN       := bin/lockstep
+PKGS      := ./...
+# Benchmarks are run -count times so that benchstat can compare runs.
+BENCHCOUNT ?= 10
+BENCHTIME  ?= 1x
+# Each fuzz target runs this long in `make fuzz`.
+FUZZTIME  ?= 20s
+
+.DEFAULT_GOAL := help
+.PHONY: help build test unit run bench fuzz lint clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/lockstep (no cgo)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/lockstep
+
+test: build ## gofmt check, go vet, and every test with -race (end-to-end included)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) test -race -timeout 15m $(PKGS)
+
+unit: ## fast tests only (no -race, no end-to-end)
+	$(GO) test -short $(PKGS)
+
+run: build ## start the local demo
+	./scripts/demo.sh
+
+bench: ## Go benchmarks, -count=$(BENCHCOUNT), output ready for benchstat
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) $(PKGS) | tee bench.out
+
+fuzz: ## run every fuzz target for $(FUZZTIME)
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+lint: ## go vet and staticcheck (installed on demand)
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+
+clean: ## remove build and benchmark output
+	rm -rf bin bench.out

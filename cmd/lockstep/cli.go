@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Exit codes, per the SPEC: every command maps its outcome to one of these,
+// and only run does the mapping.
+const (
+	exitOK      = 0
+	exitFailure = 1 // a runtime failure
+	exitUsage   = 2 // a usage or configuration error
+)
+
+// usageError marks an error as the caller's fault (bad flags, bad config):
+// exit code 2 instead of 1.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// env is what a command gets from main: its output streams. Commands write
+// results to stdout and nothing else there; diagnostics go to stderr.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+// command is one verb of the CLI.
+type command struct {
+	name    string
+	args    string // argument synopsis for help, after the flags
+	summary string
+	// run parses args with fs (already named) and does the work.
+	run func(ctx context.Context, e env, fs *flag.FlagSet, args []string) error
+}
+
+// commands lists every verb, in the order help shows them.
+var commands = []command{
+	// one entry per verb, each defined in cmd_<verb>.go
+}
+
+func findCommand(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+// run executes one CLI invocation and returns its exit code. It is main minus
+// the process: tests call it directly.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := env{stdout: stdout, stderr: stderr}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" && len(args) == 1 {
+		printUsage(stdout)
+		return exitOK
+	}
+	if args[0] == "help" {
+		args = []string{args[1], "--help"}
+	}
+	if args[0] == "version" || args[0] == "--version" {
+		fmt.Fprintln(stdout, "lockstep", version)
+		return exitOK
+	}
+	cmd, ok := findCommand(args[0])
+	if !ok {
+		fmt.Fprintf(stderr, "lockstep: unknown command %q (see 'lockstep --help')\n", args[0])
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("lockstep "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "usage: lockstep %s [flags] %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
+		if hasFlags(fs) {
+			fmt.Fprintln(out, "\nflags:")
+			fs.PrintDefaults()
+		}
+	}
+	err := cmd.run(ctx, e, fs, args[1:])
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "lockstep %s: %v\n", cmd.name, err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// parseFlags parses args into fs, sending --help output to stdout as a
+// successful answer rather than an error.
+func parseFlags(e env, fs *flag.FlagSet, args []string) error {
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" {
+			fs.SetOutput(e.stdout)
+			fs.Usage()
+			return flag.ErrHelp
+		}
+		if a == "--" {
+			break
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	return nil
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "lockstep keeps directories identical across the nodes of a web farm.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "usage: lockstep <command> [flags] [args]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	width := 0
+	for _, c := range commands {
+		width = max(width, len(c.name))
+	}
+	for _, c := range commands {
+		summary, _, _ := strings.Cut(c.summary, "\n")
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'lockstep <command> --help' for a command's flags.")
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// defaultConfigPath is where commands look for the configuration when
+// neither --config nor $LOCKSTEP_CONFIG names one.
+const defaultConfigPath = "/etc/lockstep/lockstep.toml"
+
+// configFlag registers --config on fs with the SPEC's default.
+func configFlag(fs *flag.FlagSet) *string {
+	def := defaultConfigPath
+	if v := os.Getenv("LOCKSTEP_CONFIG"); v != "" {
+		def = v
+	}
+	return fs.String("config", def, "configuration `file` (or $LOCKSTEP_CONFIG)")
+}
