@@ -1,0 +1,371 @@
+package vfs
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrSymlinkParent is returned when a parent directory of a path is a
+// symlink: lockstep never writes through one.
+var ErrSymlinkParent = errors.New("parent is a symlink")
+
+// Folder is an open synced folder. Its methods are safe for concurrent use.
+type Folder struct {
+	root *os.Root
+	dir  string
+}
+
+// Open opens the folder at dir. The folder keeps referring to the same
+// directory even if dir is later renamed or replaced; callers that guard
+// against a replaced root compare Root().Stat with a fresh os.Stat(dir).
+func Open(dir string) (*Folder, error) {
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open folder: %w", err)
+	}
+	return &Folder{root: r, dir: dir}, nil
+}
+
+// Dir returns the path the folder was opened with.
+func (f *Folder) Dir() string { return f.dir }
+
+// Close releases the folder's directory handle.
+func (f *Folder) Close() error { return f.root.Close() }
+
+// RootInfo stats the folder root through the open handle.
+func (f *Folder) RootInfo() (fs.FileInfo, error) { return f.root.Stat(".") }
+
+// Lstat returns information about rel without following a final symlink.
+func (f *Folder) Lstat(rel string) (fs.FileInfo, error) { return f.root.Lstat(rel) }
+
+// Readlink returns a symlink's target.
+func (f *Folder) Readlink(rel string) (string, error) { return f.root.Readlink(rel) }
+
+// Open opens rel for reading. It refuses symlinks, at the end or in a parent.
+func (f *Folder) Open(rel string) (*os.File, error) {
+	if err := f.checkParents(rel); err != nil {
+		return nil, err
+	}
+	return f.root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+}
+
+// checkParents verifies that every parent directory of rel exists as a real
+// directory, not a symlink. A missing parent is reported as fs.ErrNotExist.
+func (f *Folder) checkParents(rel string) error {
+	if err := CheckPath(rel); err != nil {
+		return err
+	}
+	for i := 0; i < len(rel); i++ {
+		if rel[i] != '/' {
+			continue
+		}
+		dir := rel[:i]
+		fi, err := f.root.Lstat(dir)
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("%s: %w", dir, ErrSymlinkParent)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s: parent is not a directory: %w", dir, syscall.ENOTDIR)
+		}
+	}
+	return nil
+}
+
+// MkdirAll creates rel and any missing parents with mode perm, refusing to
+// pass through symlinks. Existing directories are left as they are.
+func (f *Folder) MkdirAll(rel string, perm fs.FileMode) error {
+	if err := CheckPath(rel); err != nil {
+		return err
+	}
+	end := 0
+	for end < len(rel) {
+		next := strings.IndexByte(rel[end+1:], '/')
+		if next < 0 {
+			end = len(rel)
+		} else {
+			end = end + 1 + next
+		}
+		dir := rel[:end]
+		fi, err := f.root.Lstat(dir)
+		switch {
+		case err == nil && fi.IsDir():
+			continue
+		case err == nil && fi.Mode()&fs.ModeSymlink != 0:
+			return fmt.Errorf("mkdir %s: %s: %w", rel, dir, ErrSymlinkParent)
+		case err == nil:
+			return fmt.Errorf("mkdir %s: %s exists and is not a directory: %w", rel, dir, syscall.ENOTDIR)
+		case !errors.Is(err, fs.ErrNotExist):
+			return err
+		}
+		if err := f.root.Mkdir(dir, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Meta is the metadata a file receives before it is renamed into place.
+type Meta struct {
+	Mode  fs.FileMode // permission bits (and setgid/sticky); type bits ignored
+	MTime time.Time
+	// UID and GID are applied when Chown is set (the daemon runs as root and
+	// the folder's configuration asks for ownership to be kept or set).
+	Chown    bool
+	UID, GID int
+}
+
+// Temp is a file being written under a temporary name beside its target.
+// The owner writes it, calls Sync (or has the folder flushed with SyncFS),
+// then Commit or Abort. A Temp is not safe for concurrent use.
+type Temp struct {
+	folder *Folder
+	file   *os.File
+	rel    string // final name
+	tmp    string // temporary name, same directory
+}
+
+// Create starts writing rel: it creates the parent directories if needed
+// (with mode dirPerm) and an empty temporary file beside rel.
+func (f *Folder) Create(rel string, dirPerm fs.FileMode) (*Temp, error) {
+	if err := CheckPath(rel); err != nil {
+		return nil, err
+	}
+	dir := parent(rel)
+	if dir != "." {
+		if err := f.MkdirAll(dir, dirPerm); err != nil {
+			return nil, err
+		}
+	}
+	tmp := tempName(dir)
+	file, err := f.root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create temporary file for %s: %w", rel, err)
+	}
+	return &Temp{folder: f, file: file, rel: rel, tmp: tmp}, nil
+}
+
+func tempName(dir string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	name := TempPrefix + "." + hex.EncodeToString(b[:]) + ".tmp"
+	if dir == "." {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// File returns the open temporary file for writing (WriteAt, ReadFrom...).
+func (t *Temp) File() *os.File { return t.file }
+
+// Name returns the final path the temp file will take.
+func (t *Temp) Name() string { return t.rel }
+
+// Sync flushes the temp file's data to disk.
+func (t *Temp) Sync() error { return t.file.Sync() }
+
+// Commit closes the temp file, applies meta and renames it over rel. The
+// data must already be durable (Sync or Folder.SyncFS) when the caller needs
+// it to be; Commit itself does not flush, so that a batch can share one.
+// On error the temp file is removed.
+func (t *Temp) Commit(meta Meta) error {
+	err := t.apply(meta)
+	if err == nil {
+		err = t.folder.checkParents(t.rel)
+	}
+	if err == nil {
+		if fi, lerr := t.folder.root.Lstat(t.rel); lerr == nil && fi.IsDir() {
+			err = fmt.Errorf("%s is a directory", t.rel)
+		}
+	}
+	if err == nil {
+		err = t.folder.root.Rename(t.tmp, t.rel)
+	}
+	if err != nil {
+		_ = t.folder.root.Remove(t.tmp)
+		return fmt.Errorf("commit %s: %w", t.rel, err)
+	}
+	return nil
+}
+
+func (t *Temp) apply(meta Meta) error {
+	if err := t.file.Chmod(meta.Mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
+		t.file.Close()
+		return err
+	}
+	if meta.Chown {
+		if err := t.file.Chown(meta.UID, meta.GID); err != nil {
+			t.file.Close()
+			return err
+		}
+		// chown clears setuid/setgid bits: apply the mode once more.
+		if meta.Mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+			if err := t.file.Chmod(meta.Mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
+				t.file.Close()
+				return err
+			}
+		}
+	}
+	if err := t.file.Close(); err != nil {
+		return err
+	}
+	return t.folder.root.Chtimes(t.tmp, meta.MTime, meta.MTime)
+}
+
+// Abort discards the temp file.
+func (t *Temp) Abort() error {
+	t.file.Close()
+	if err := t.folder.root.Remove(t.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// SyncFS flushes every file of the folder's filesystem with one syncfs(2):
+// cheaper than an fsync per file when a batch of temp files was written.
+func (f *Folder) SyncFS() error {
+	d, err := f.root.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", f.dir, err)
+	}
+	return nil
+}
+
+// SyncDir flushes a directory's entries, making renames into it durable.
+func (f *Folder) SyncDir(rel string) error {
+	d, err := f.root.Open(rel)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Symlink creates or replaces rel with a symlink to target, atomically: the
+// link is made under a temporary name and renamed into place. The target is
+// stored as given and never followed by lockstep.
+func (f *Folder) Symlink(rel, target string, dirPerm fs.FileMode) error {
+	if err := CheckPath(rel); err != nil {
+		return err
+	}
+	dir := parent(rel)
+	if dir != "." {
+		if err := f.MkdirAll(dir, dirPerm); err != nil {
+			return err
+		}
+	}
+	if err := f.checkParents(rel); err != nil {
+		return err
+	}
+	tmp := tempName(dir)
+	if err := f.root.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("symlink %s: %w", rel, err)
+	}
+	if fi, err := f.root.Lstat(rel); err == nil && fi.IsDir() {
+		_ = f.root.Remove(tmp)
+		return fmt.Errorf("symlink %s: a directory is in the way", rel)
+	}
+	if err := f.root.Rename(tmp, rel); err != nil {
+		_ = f.root.Remove(tmp)
+		return fmt.Errorf("symlink %s: %w", rel, err)
+	}
+	return nil
+}
+
+// Chmod sets rel's permission bits; rel must not be a symlink.
+func (f *Folder) Chmod(rel string, mode fs.FileMode) error {
+	if err := f.checkParents(rel); err != nil {
+		return err
+	}
+	fi, err := f.root.Lstat(rel)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return fmt.Errorf("chmod %s: is a symlink", rel)
+	}
+	return f.root.Chmod(rel, mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+}
+
+// Chtimes sets rel's mtime (and atime to the same value).
+func (f *Folder) Chtimes(rel string, mtime time.Time) error {
+	if err := f.checkParents(rel); err != nil {
+		return err
+	}
+	return f.root.Chtimes(rel, mtime, mtime)
+}
+
+// Lchown sets rel's owner without following a final symlink.
+func (f *Folder) Lchown(rel string, uid, gid int) error {
+	if err := f.checkParents(rel); err != nil {
+		return err
+	}
+	return f.root.Lchown(rel, uid, gid)
+}
+
+// Remove deletes a file, symlink or empty directory. A missing path is not
+// an error: the goal, its absence, holds.
+func (f *Folder) Remove(rel string) error {
+	if err := f.checkParents(rel); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	if err := f.root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// CopyOut copies the regular file rel to dst, a path outside the folder
+// (the conflict store), flushing it, so that the copy is byte-identical and
+// durable before the caller replaces rel.
+func (f *Folder) CopyOut(rel, dst string) error {
+	src, err := f.Open(rel)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("copy out %s: not a regular file", rel)
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, src); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return fmt.Errorf("copy out %s: %w", rel, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
+}

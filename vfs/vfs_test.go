@@ -1,0 +1,261 @@
+package vfs
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheckPath(t *testing.T) {
+	good := []string{"a", "a/b", "dir/file.txt", "ünï cödé/ space", ".htaccess", "a/x.lockstep"}
+	for _, p := range good {
+		if err := CheckPath(p); err != nil {
+			t.Errorf("CheckPath(%q) = %v, want nil", p, err)
+		}
+	}
+	bad := []string{"", "/etc/passwd", "..", "../x", "a/../b", "a/./b", "./a", "a//b", "a/", "a\\b",
+		"a\x00b", ".lockstep.123.tmp", "d/.lockstep-staging/x", strings.Repeat("x", 256), strings.Repeat("a/", 2049) + "a"}
+	for _, p := range bad {
+		err := CheckPath(p)
+		if !errors.Is(err, ErrUnsafePath) {
+			t.Errorf("CheckPath(%q) = %v, want ErrUnsafePath", p, err)
+		}
+	}
+}
+
+func FuzzCheckPath(f *testing.F) {
+	for _, s := range []string{"a/b", "../x", "/abs", "a//b", ".lockstep.x", "a/./b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if CheckPath(p) != nil {
+			return
+		}
+		// An accepted path stays inside any root it is joined to.
+		joined := filepath.Join("/root/folder", p)
+		if !strings.HasPrefix(joined, "/root/folder/") {
+			t.Fatalf("accepted %q escapes: %q", p, joined)
+		}
+		if filepath.ToSlash(filepath.Clean(p)) != p {
+			t.Fatalf("accepted unclean path %q", p)
+		}
+	})
+}
+
+func open(t *testing.T) (*Folder, string) {
+	t.Helper()
+	dir := t.TempDir()
+	f, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, dir
+}
+
+func TestCreateCommit(t *testing.T) {
+	f, dir := open(t)
+	tmp, err := f.Create("a/b/c.txt", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(filepath.Base(tmp.tmp), TempPrefix) || !IsTemp(tmp.tmp) {
+		t.Fatalf("temp name %q does not begin with %q", tmp.tmp, TempPrefix)
+	}
+	if _, err := tmp.File().Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	// Before the commit, the final name does not exist.
+	if _, err := os.Stat(filepath.Join(dir, "a/b/c.txt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("final name visible before commit: %v", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Date(2020, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	if err := tmp.Commit(Meta{Mode: 0o640, MTime: mtime}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "a/b/c.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != 0o640 || !fi.ModTime().Equal(mtime) || fi.Size() != 5 {
+		t.Fatalf("committed file: mode %v mtime %v size %d", fi.Mode(), fi.ModTime(), fi.Size())
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "a/b"))
+	if len(entries) != 1 {
+		t.Fatalf("directory holds %d entries after commit, want 1 (temp file left behind?)", len(entries))
+	}
+}
+
+func TestAbortRemovesTemp(t *testing.T) {
+	f, dir := open(t)
+	tmp, err := f.Create("x", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tmp.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 0 {
+		t.Fatalf("abort left %v", entries)
+	}
+}
+
+func TestSymlinkParentRefused(t *testing.T) {
+	f, dir := open(t)
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(dir, "inner")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"link/x", "inner/x"} {
+		if _, err := f.Create(p, 0o755); err == nil {
+			t.Errorf("Create(%q) through a symlink succeeded", p)
+		}
+		if err := f.Symlink(p, "target", 0o755); err == nil {
+			t.Errorf("Symlink(%q) through a symlink succeeded", p)
+		}
+		if _, err := f.Open(p); err == nil {
+			t.Errorf("Open(%q) through a symlink succeeded", p)
+		}
+	}
+	if err := f.MkdirAll("link/sub", 0o755); !errors.Is(err, ErrSymlinkParent) {
+		t.Errorf("MkdirAll through a symlink = %v, want ErrSymlinkParent", err)
+	}
+	entries, _ := os.ReadDir(outside)
+	if len(entries) != 0 {
+		t.Fatalf("something was written outside the folder: %v", entries)
+	}
+	entries, _ = os.ReadDir(filepath.Join(dir, "real"))
+	if len(entries) != 0 {
+		t.Fatalf("something was written through the inner link: %v", entries)
+	}
+}
+
+func TestCommitReplacesSymlinkNotTarget(t *testing.T) {
+	f, dir := open(t)
+	outside := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(outside, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "file")); err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := f.Create("file", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp.File().Write([]byte("new"))
+	if err := tmp.Commit(Meta{Mode: 0o644, MTime: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "keep" {
+		t.Fatalf("file outside the folder changed to %q", b)
+	}
+	fi, _ := os.Lstat(filepath.Join(dir, "file"))
+	if !fi.Mode().IsRegular() {
+		t.Fatalf("symlink was not replaced by a regular file: %v", fi.Mode())
+	}
+}
+
+func TestCommitRefusesDirectory(t *testing.T) {
+	f, dir := open(t)
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	tmp, err := f.Create("d", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tmp.Commit(Meta{Mode: 0o644, MTime: time.Now()}); err == nil {
+		t.Fatal("commit over a directory succeeded")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("failed commit left %d entries, want only d", len(entries))
+	}
+}
+
+func TestSymlinkAndRemove(t *testing.T) {
+	f, dir := open(t)
+	if err := f.Symlink("a/l", "../../etc/passwd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Symlink("a/l", "other", 0o755); err != nil {
+		t.Fatalf("replacing a symlink: %v", err)
+	}
+	if got, _ := os.Readlink(filepath.Join(dir, "a/l")); got != "other" {
+		t.Fatalf("link target = %q, want other", got)
+	}
+	if err := f.Remove("a/l"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Remove("a/l"); err != nil {
+		t.Fatalf("removing a missing path: %v", err)
+	}
+	if err := f.Remove("nope/x"); err != nil {
+		t.Fatalf("removing below a missing dir: %v", err)
+	}
+	if err := f.Remove("a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("directory still there")
+	}
+}
+
+func TestCopyOutAndSyncFS(t *testing.T) {
+	f, dir := open(t)
+	data := bytes.Repeat([]byte("conflict "), 10000)
+	os.WriteFile(filepath.Join(dir, "loser"), data, 0o600)
+	dst := filepath.Join(t.TempDir(), "kept")
+	if err := f.CopyOut("loser", dst); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(dst)
+	if !bytes.Equal(got, data) {
+		t.Fatal("copy is not byte-identical")
+	}
+	if err := f.CopyOut("loser", dst); err == nil {
+		t.Fatal("CopyOut overwrote an existing conflict copy")
+	}
+	if err := f.SyncFS(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SyncDir("."); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRootFollowsRenamedDirectory(t *testing.T) {
+	f, dir := open(t)
+	before, err := f.RootInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := dir + ".moved"
+	if err := os.Rename(dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Rename(moved, dir)
+	os.Mkdir(dir, 0o755)
+	now, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.SameFile(before, now) {
+		t.Fatal("a replaced folder root looks the same as the original")
+	}
+	os.Remove(dir)
+}
