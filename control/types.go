@@ -1,0 +1,90 @@
+package control
+
+import "time"
+
+// Folder states, as shown in status.
+const (
+	StateScanning = "scanning"
+	StateSyncing  = "syncing"
+	StateIdle     = "idle"
+	StatePaused   = "paused"
+	StateError    = "error"
+)
+
+// Status is the answer to GET /v1/status and the output of
+// `lockstep status --json`. Fields may be added; none may be removed or
+// renamed.
+type Status struct {
+	Node    string         `json:"node"`
+	ID      string         `json:"id"`
+	Folders []FolderStatus `json:"folders"`
+}
+
+// FolderStatus is one folder's state on this node.
+type FolderStatus struct {
+	ID    string `json:"id"`
+	Path  string `json:"path"`
+	Mode  string `json:"mode"`
+	State string `json:"state"`
+	Files int64  `json:"files"`
+	Bytes int64  `json:"bytes"`
+	Error string `json:"error"`
+	// Warning is set when the folder works but degraded, for example
+	// polling because the inotify watch limit was reached.
+	Warning string `json:"warning,omitempty"`
+	// Uncommitted counts, in a quorum folder, local versions that a quorum
+	// does not hold yet.
+	Uncommitted int64        `json:"uncommitted"`
+	Peers       []PeerStatus `json:"peers"`
+}
+
+// PeerStatus is what this node knows of one peer for one folder.
+type PeerStatus struct {
+	Name      string `json:"name"`
+	Connected bool   `json:"connected"`
+	// PendingFiles and PendingBytes count the file versions (deletions
+	// included) this node holds that the peer has not confirmed holding.
+	PendingFiles int64 `json:"pending_files"`
+	PendingBytes int64 `json:"pending_bytes"`
+	// LagSeconds is the age of the oldest pending version, 0 when none.
+	LagSeconds float64 `json:"lag_seconds"`
+	// LastSeen is when the peer was last heard from; zero if never.
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// Conflict is one version that lost a conflict, kept in the conflict store.
+type Conflict struct {
+	Folder string    `json:"folder"`
+	Path   string    `json:"path"`
+	Winner string    `json:"winner"` // node name (or ID when unknown) of the winning version's origin
+	Loser  string    `json:"loser"`  // node name of the losing version's origin
+	Time   time.Time `json:"time"`   // when this node resolved the conflict
+	Copy   string    `json:"copy"`   // absolute path of the kept copy; empty when another node keeps it
+}
+
+// WaitRequest asks the daemon to block until the current local version of
+// each path is committed.
+type WaitRequest struct {
+	Paths   []string `json:"paths"`   // absolute paths inside synced folders
+	Timeout string   `json:"timeout"` // Go duration; empty means the server default
+}
+
+// WaitResponse answers a WaitRequest. Committed is true when every path is
+// committed; otherwise Missing says, per path, what is still lacking.
+type WaitResponse struct {
+	Committed bool          `json:"committed"`
+	Missing   []WaitMissing `json:"missing,omitempty"`
+}
+
+// WaitMissing names a path that is not committed yet and the peers that do
+// not hold its current version.
+type WaitMissing struct {
+	Path   string   `json:"path"`
+	Peers  []string `json:"peers,omitempty"`
+	Reason string   `json:"reason"`
+}
+
+// ErrorBody is the JSON body of every non-2xx answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
