@@ -1,0 +1,541 @@
+package watcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"lockstep/vfs"
+)
+
+// loop is the state of one Run, owned by Run's goroutine: the event source,
+// the set of watched directories and the settler. It turns filesystem
+// events into settler input and keeps the watch set in step with the tree.
+type loop struct {
+	w      *Watcher
+	log    *slog.Logger
+	out    chan<- Batch
+	s      *settler
+	prefix string // root with a trailing separator
+
+	src  source // nil while polling
+	dirs *dirSet
+
+	// rebuild asks for the source to be recreated, every directory watched
+	// afresh, just before the next rescan is emitted: after lost events the
+	// watch set may miss directories whose creation was never seen.
+	rebuild bool
+
+	polling bool
+	retry   func() bool // while polling: whether a poll tick should try watching again
+	poll    *time.Ticker
+}
+
+func newLoop(w *Watcher, out chan<- Batch) *loop {
+	prefix := w.root
+	if !strings.HasSuffix(prefix, string(filepath.Separator)) {
+		prefix += string(filepath.Separator)
+	}
+	return &loop{
+		w:      w,
+		log:    w.log,
+		out:    out,
+		s:      newSettler(w.opts.Settle, w.opts.Prompt, w.opts.MaxPending),
+		prefix: prefix,
+		dirs:   newDirSet(),
+	}
+}
+
+func (l *loop) run(ctx context.Context) error {
+	l.startWatching(ctx, time.Now())
+	defer func() {
+		if l.poll != nil {
+			l.poll.Stop()
+		}
+	}()
+
+	settleT := time.NewTimer(time.Hour)
+	settleT.Stop()
+	defer settleT.Stop()
+	var armed time.Time
+
+	var (
+		periodic  *time.Timer
+		periodicC <-chan time.Time
+	)
+	if l.w.opts.RescanInterval > 0 {
+		periodic = time.NewTimer(jitter(l.w.opts.RescanInterval))
+		defer periodic.Stop()
+		periodicC = periodic.C
+	}
+
+	var held Batch
+	holding := false
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		// Apply every event already delivered before deciding what has
+		// settled: when the loop falls behind, a write queued behind a
+		// timer must still count.
+		l.drain(ctx)
+		now := time.Now()
+		l.s.Advance(now)
+		if !holding {
+			if l.rebuild && l.s.RescanDue() {
+				l.rebuild = false
+				if !l.polling {
+					l.stopWatching()
+					l.startWatching(ctx, now)
+				}
+			}
+			held, holding = l.s.Take(l.w.opts.MaxBatch)
+		}
+		l.w.pending.Store(int64(l.s.Pending()))
+
+		if next := l.s.Next(); !next.Equal(armed) {
+			armed = next
+			if next.IsZero() {
+				settleT.Stop()
+			} else {
+				settleT.Reset(next.Sub(now))
+			}
+		}
+		var (
+			sendC chan<- Batch
+			evC   <-chan fsnotify.Event
+			errC  <-chan error
+			pollC <-chan time.Time
+		)
+		if holding {
+			sendC = l.out
+		}
+		if l.src != nil {
+			evC, errC = l.src.Events(), l.src.Errors()
+		}
+		if l.poll != nil {
+			pollC = l.poll.C
+		}
+
+		select {
+		case <-ctx.Done():
+			return nil
+		case sendC <- held:
+			l.w.batches.Add(1)
+			l.w.paths.Add(uint64(len(held.Paths)))
+			if held.Rescan {
+				l.w.rescans.Add(1)
+				l.log.Debug("rescan emitted", "op", string(held.Reason))
+			}
+			held, holding = Batch{}, false
+		case <-settleT.C:
+			armed = time.Time{}
+		case ev, ok := <-evC:
+			if !ok {
+				l.sourceFailed(ctx, errors.New("event channel closed"), time.Now())
+				continue
+			}
+			l.event(ctx, ev, time.Now())
+		case err, ok := <-errC:
+			if !ok {
+				l.sourceFailed(ctx, errors.New("error channel closed"), time.Now())
+				continue
+			}
+			l.sourceError(err, time.Now())
+		case <-periodicC:
+			periodic.Reset(jitter(l.w.opts.RescanInterval))
+			l.requestRescan(ReasonPeriodic, time.Now())
+			l.rebuild = !l.polling
+		case <-pollC:
+			now := time.Now()
+			l.requestRescan(ReasonPoll, now)
+			if l.retry != nil && l.retry() {
+				l.startWatching(ctx, now)
+			}
+		}
+	}
+}
+
+// drainMax bounds how many queued events are applied before the loop
+// looks at the settler again, so that a flood cannot starve sending.
+const drainMax = 4096
+
+// drain applies the events already waiting in the source, without blocking.
+func (l *loop) drain(ctx context.Context) {
+	for range drainMax {
+		if l.src == nil {
+			return
+		}
+		select {
+		case ev, ok := <-l.src.Events():
+			if !ok {
+				return // the main select sees the closed channel
+			}
+			l.event(ctx, ev, time.Now())
+		default:
+			return
+		}
+	}
+}
+
+// requestRescan asks the settler for a rescan, logging only a new request.
+func (l *loop) requestRescan(reason Reason, now time.Time) {
+	if _, wanted := l.s.RescanWanted(); !wanted {
+		l.log.Debug("rescan requested", "op", string(reason))
+	}
+	l.s.Rescan(reason, now)
+}
+
+// add hands one path event to the settler.
+func (l *loop) add(rel string, k kind, now time.Time) {
+	if !l.s.Add(rel, k, now) {
+		l.log.Warn("too many paths pending; rescanning the folder instead",
+			"path", l.w.root, "max_pending", l.w.opts.MaxPending)
+	}
+}
+
+// event handles one filesystem event.
+func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
+	l.w.events.Add(1)
+	rel, ok := l.rel(ev.Name)
+	if !ok {
+		return
+	}
+	if rel == "" {
+		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+			l.fallback(fmt.Errorf("watch %s: the folder was removed or moved away", l.w.root), l.rootIsDir, now)
+		}
+		return
+	}
+	if ownName(rel) {
+		return
+	}
+	wasDir := l.dirs.has(rel)
+	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+		// Gone from here. A renamed directory shows up again as a Create
+		// under its new name, which is watched afresh; the old name is
+		// reported so the scanner sees what disappeared.
+		if wasDir {
+			l.unwatchTree(rel)
+		}
+		if !l.ignored(rel, wasDir) {
+			l.add(rel, touched, now)
+		}
+	}
+	if ev.Has(fsnotify.Create) {
+		l.created(ctx, rel, now)
+	}
+	if ev.Has(fsnotify.Write) && !l.ignored(rel, false) {
+		l.add(rel, written, now)
+	}
+	if ev.Has(fsnotify.Chmod) && !l.ignored(rel, wasDir) {
+		l.add(rel, touched, now)
+	}
+}
+
+// created handles a name that appeared, by creation or by a rename into
+// the folder. A new directory is watched at once, with everything below
+// it, and then reported itself: the scanner walks it, which covers files
+// created in it before its watch existed.
+func (l *loop) created(ctx context.Context, rel string, now time.Time) {
+	fi, err := os.Lstat(l.abs(rel))
+	if err != nil || !fi.IsDir() {
+		// A file, a symlink (never followed), or already gone again (its
+		// removal event is on the way): report it either way. A non-empty
+		// file is taken to be complete (renamed into place); any write to
+		// it after this event is on its way and puts it back on the settle
+		// clock. An empty one was most likely just opened by a writer that
+		// has not written yet, so it gets the full settle time.
+		if l.ignored(rel, false) {
+			return
+		}
+		k := touched
+		if err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+			k = written
+		}
+		l.add(rel, k, now)
+		return
+	}
+	if l.ignored(rel, true) || l.src == nil {
+		return
+	}
+	if l.dirs.has(rel) {
+		// Its removal was never seen (lost events): the old watches are
+		// stale.
+		l.unwatchTree(rel)
+	}
+	if err := l.watchTree(ctx, rel); err != nil {
+		l.watchFailed(ctx, err, now)
+		return
+	}
+	l.add(rel, touched, now)
+}
+
+// watchTree adds a watch to rel and to every directory below it that is
+// not ignored. Each directory is listed after its own watch exists, so a
+// subdirectory created meanwhile is either listed or announced by an
+// event. Directories that vanish meanwhile are skipped; the watch limit
+// stops the walk with a *WatchLimitError; a failure on the root is
+// returned; other failures are counted and logged.
+func (l *loop) watchTree(ctx context.Context, rel string) error {
+	stack := []string{rel}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		d := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		abs := l.abs(d)
+		if err := l.src.Add(abs); err != nil {
+			switch {
+			case isWatchLimit(err):
+				return l.limitError(ctx, abs, err)
+			case d == "":
+				return fmt.Errorf("watch %s: %w", abs, err)
+			case isGone(err):
+			default:
+				l.w.errs.Add(1)
+				l.log.Warn("cannot watch directory; changes in it are seen by rescans only", "path", abs, "err", err)
+			}
+			continue
+		}
+		l.dirs.add(d)
+		err := l.listDirs(abs, d, func(sub string) { stack = append(stack, sub) })
+		if err != nil && !isGone(err) {
+			l.w.errs.Add(1)
+			l.log.Warn("cannot list directory", "path", abs, "err", err)
+		}
+	}
+	l.w.watched.Store(int64(l.dirs.len()))
+	return nil
+}
+
+// listDirs calls fn with every subdirectory of dir that is not ignored.
+// It reads the directory in slices so that a huge one costs bounded memory.
+func (l *loop) listDirs(abs, rel string, fn func(rel string)) error {
+	f, err := os.Open(abs)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		ents, err := f.ReadDir(512)
+		for _, e := range ents {
+			if !e.IsDir() {
+				continue
+			}
+			sub := e.Name()
+			if rel != "" {
+				sub = rel + "/" + sub
+			}
+			if !l.ignored(sub, true) {
+				fn(sub)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// unwatchTree drops the watches of rel and everything below it. The kernel
+// has often dropped them already (the directory is gone); that is fine.
+func (l *loop) unwatchTree(rel string) {
+	l.dirs.removeTree(rel, func(r string) {
+		if l.src == nil {
+			return
+		}
+		if err := l.src.Remove(l.abs(r)); err != nil {
+			l.log.Debug("unwatch", "path", r, "err", err)
+		}
+	})
+	l.w.watched.Store(int64(l.dirs.len()))
+}
+
+// limitError builds the operator-facing error for an exhausted watch
+// limit, counting the directories the folder needs.
+func (l *loop) limitError(ctx context.Context, dir string, err error) error {
+	limit, rerr := l.w.watchLimit()
+	if rerr != nil {
+		limit = 0
+	}
+	return &WatchLimitError{Root: l.w.root, Dir: dir, Limit: limit, Needed: l.countDirs(ctx), Err: err}
+}
+
+// countDirs counts the directories that need a watch, the root included.
+func (l *loop) countDirs(ctx context.Context) int {
+	n := 0
+	stack := []string{""}
+	for len(stack) > 0 && ctx.Err() == nil {
+		d := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		n++
+		_ = l.listDirs(l.abs(d), d, func(sub string) { stack = append(stack, sub) })
+	}
+	return n
+}
+
+// watchFailed handles an error from watchTree while watching.
+func (l *loop) watchFailed(ctx context.Context, err error, now time.Time) {
+	if ctx.Err() != nil {
+		return
+	}
+	var le *WatchLimitError
+	if errors.As(err, &le) {
+		limit := le.Limit
+		l.fallback(err, func() bool {
+			n, err := l.w.watchLimit()
+			return err == nil && n > limit
+		}, now)
+		return
+	}
+	l.fallback(err, l.rootIsDir, now)
+}
+
+// startWatching creates the event source and watches the whole tree, then
+// asks for the start rescan. When that is impossible it falls back to
+// polling.
+func (l *loop) startWatching(ctx context.Context, now time.Time) {
+	begin := time.Now()
+	src, err := l.w.newSource()
+	if err != nil {
+		l.fallback(instancesError(l.w.root, err), func() bool { return true }, now)
+		return
+	}
+	l.src = src
+	l.dirs = newDirSet()
+	if err := l.watchTree(ctx, ""); err != nil {
+		l.watchFailed(ctx, err, now)
+		return
+	}
+	if l.poll != nil {
+		l.poll.Stop()
+		l.poll = nil
+	}
+	wasPolling := l.polling
+	l.polling, l.retry = false, nil
+	l.w.setMode(Watching, "")
+	if wasPolling {
+		l.log.Info("watching the folder again", "path", l.w.root, "dirs", l.dirs.len(), "dur", time.Since(begin))
+	} else {
+		l.log.Debug("watching", "path", l.w.root, "dirs", l.dirs.len(), "dur", time.Since(begin))
+	}
+	l.requestRescan(ReasonStart, now)
+}
+
+// stopWatching closes the source, dropping every watch.
+func (l *loop) stopWatching() {
+	if l.src != nil {
+		if err := l.src.Close(); err != nil {
+			l.log.Debug("close watcher", "path", l.w.root, "err", err)
+		}
+		l.src = nil
+	}
+	l.dirs = newDirSet()
+	l.w.watched.Store(0)
+}
+
+// fallback gives up watching: the folder is rescanned every PollInterval
+// until retry says that watching may work again. It is never silent: the
+// error is logged (once per distinct cause) and shown by Mode.
+func (l *loop) fallback(err error, retry func() bool, now time.Time) {
+	l.stopWatching()
+	l.w.errs.Add(1)
+	reason := err.Error()
+	if !l.polling || l.w.Mode().Reason != reason {
+		l.log.Error("folder is not watched; scanning it periodically instead", "path", l.w.root,
+			"dur", l.w.opts.PollInterval, "err", err)
+	}
+	l.polling, l.retry = true, retry
+	l.w.setMode(Polling, reason)
+	if l.poll == nil {
+		l.poll = time.NewTicker(l.w.opts.PollInterval)
+	}
+	l.requestRescan(ReasonPoll, now)
+}
+
+// sourceError handles an error the event source reported.
+func (l *loop) sourceError(err error, now time.Time) {
+	reason := ReasonError
+	if errors.Is(err, fsnotify.ErrEventOverflow) {
+		reason = ReasonOverflow
+		l.w.overflows.Add(1)
+	} else {
+		l.w.errs.Add(1)
+	}
+	if _, wanted := l.s.RescanWanted(); !wanted {
+		if reason == ReasonOverflow {
+			l.log.Warn("kernel dropped events; rescanning the folder (raise "+maxQueuedEventsSysctl+" if this repeats)",
+				"path", l.w.root, "err", err)
+		} else {
+			l.log.Warn("watcher error; rescanning the folder", "path", l.w.root, "err", err)
+		}
+	}
+	l.requestRescan(reason, now)
+	l.rebuild = true
+}
+
+// sourceFailed handles a source that stopped delivering: start afresh.
+func (l *loop) sourceFailed(ctx context.Context, err error, now time.Time) {
+	l.w.errs.Add(1)
+	l.log.Warn("watcher stopped; restarting it", "path", l.w.root, "err", err)
+	l.stopWatching()
+	l.startWatching(ctx, now)
+	l.requestRescan(ReasonError, now)
+}
+
+func (l *loop) rootIsDir() bool {
+	fi, err := os.Stat(l.w.root)
+	return err == nil && fi.IsDir()
+}
+
+// rel maps an event's absolute name to a slash path relative to the root;
+// "" is the root itself.
+func (l *loop) rel(name string) (string, bool) {
+	if name == l.w.root {
+		return "", true
+	}
+	if !strings.HasPrefix(name, l.prefix) {
+		return "", false
+	}
+	return filepath.ToSlash(name[len(l.prefix):]), true
+}
+
+func (l *loop) abs(rel string) string {
+	if rel == "" {
+		return l.w.root
+	}
+	return l.prefix + filepath.FromSlash(rel)
+}
+
+func (l *loop) ignored(rel string, isDir bool) bool {
+	return ownName(rel) || (l.w.opts.Ignore != nil && l.w.opts.Ignore(rel, isDir))
+}
+
+// ownName reports whether any component of rel is one of lockstep's own
+// temporary or staging names, which never produce work.
+func ownName(rel string) bool {
+	for rel != "" {
+		name := rel
+		if i := strings.IndexByte(rel, '/'); i >= 0 {
+			name, rel = rel[:i], rel[i+1:]
+		} else {
+			rel = ""
+		}
+		if strings.HasPrefix(name, vfs.TempPrefix) {
+			return true
+		}
+	}
+	return false
+}

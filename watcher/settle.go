@@ -1,0 +1,281 @@
+package watcher
+
+import (
+	"container/heap"
+	"strings"
+	"time"
+)
+
+// kind says what an event tells about a path's content, which decides how
+// long the path must stay quiet before it is reported.
+type kind uint8
+
+const (
+	// written: data was written (inotify IN_MODIFY). More writes may follow,
+	// so the path waits the full settle time after the last one.
+	written kind = iota
+	// touched: the path appeared (created or renamed into place), went away,
+	// or had its attributes changed. None of these leaves a file half
+	// written by itself, so the path waits only the prompt time; a write
+	// that follows pushes it back to the full settle time.
+	touched
+)
+
+// entry is one path waiting to settle (index >= 0, in the heap) or settled
+// and waiting to be taken (index == -1, referenced from the ready queue).
+type entry struct {
+	path     string
+	deadline time.Time
+	since    time.Time // first event; bounds how long a directory absorbs its children's
+	seq      uint64    // insertion order: ties on deadline leave in arrival order
+	index    int
+	gen      uint64 // bumped on every state change; stale ready references skip
+}
+
+type readyRef struct {
+	e   *entry
+	gen uint64
+}
+
+// settler is the decision core of the watcher: which paths are quiet enough
+// to report, and when the whole folder must be rescanned instead. It does
+// no I/O and reads no clock: every method takes now. One goroutine owns it.
+//
+// Invariants:
+//   - a path is in entries at most once; a path whose ancestor directory is
+//     pending is not added (the ancestor's report makes the scanner walk it),
+//     the ancestor's deadline moves instead — but only while the ancestor
+//     has been pending for less than maxWait, so that a busy new directory
+//     is still reported, and its later changes path by path;
+//   - a path is taken only once now >= its deadline, and its deadline is the
+//     latest of (event time + delay of that event's kind) over its events;
+//   - len(entries) <= max; one more distinct path drops every entry and asks
+//     for a rescan, so memory stays bounded whatever the event rate;
+//   - while a rescan is wanted, per-path events are not recorded: the rescan
+//     that is still to be emitted covers them.
+type settler struct {
+	settle  time.Duration
+	prompt  time.Duration
+	maxWait time.Duration // longest a rescan, or a directory, waits for its subtree to go quiet
+	max     int
+
+	entries map[string]*entry
+	waiting entryHeap
+	ready   []readyRef // FIFO from head; references whose gen moved on are skipped
+	head    int
+	live    int // entries in the ready queue that are still ready
+	seq     uint64
+
+	rescan struct {
+		wanted   bool
+		due      bool
+		reason   Reason
+		since    time.Time
+		deadline time.Time
+	}
+}
+
+func newSettler(settle, prompt time.Duration, maxPending int) *settler {
+	return &settler{
+		settle:  settle,
+		prompt:  prompt,
+		maxWait: max(time.Second, 20*settle),
+		max:     maxPending,
+		entries: make(map[string]*entry),
+	}
+}
+
+func (s *settler) delay(k kind) time.Duration {
+	if k == written {
+		return s.settle
+	}
+	return s.prompt
+}
+
+// Add records an event of kind k for path at now. It reports false when the
+// event made the pending set overflow into a rescan.
+func (s *settler) Add(path string, k kind, now time.Time) bool {
+	if s.rescan.wanted {
+		s.extendRescan(now)
+		return true
+	}
+	deadline := now.Add(s.delay(k))
+	if e := s.find(path); e != nil && (e.path == path || now.Sub(e.since) < s.maxWait) {
+		s.touch(e, deadline)
+		return true
+	}
+	if len(s.entries) >= s.max {
+		s.Rescan(ReasonPendingLimit, now)
+		return false
+	}
+	s.seq++
+	e := &entry{path: path, deadline: deadline, since: now, seq: s.seq}
+	s.entries[path] = e
+	heap.Push(&s.waiting, e)
+	return true
+}
+
+// find returns the entry for path or for its nearest pending ancestor.
+func (s *settler) find(path string) *entry {
+	for p := path; ; {
+		if e, ok := s.entries[p]; ok {
+			return e
+		}
+		i := strings.LastIndexByte(p, '/')
+		if i < 0 {
+			return nil
+		}
+		p = p[:i]
+	}
+}
+
+// touch moves e's deadline to at least deadline. A settled entry that sees
+// a new event is no longer quiet: it goes back to waiting.
+func (s *settler) touch(e *entry, deadline time.Time) {
+	if e.index < 0 {
+		e.gen++
+		s.live--
+		e.deadline = deadline
+		heap.Push(&s.waiting, e)
+		return
+	}
+	if deadline.After(e.deadline) {
+		e.deadline = deadline
+		heap.Fix(&s.waiting, e.index)
+	}
+}
+
+// Rescan asks for the whole folder to be scanned. Every pending path is
+// dropped: the rescan covers it. The rescan itself settles like a path —
+// it is due once the folder has been quiet for the settle time — but waits
+// at most maxWait, so a folder that never goes quiet is still rescanned.
+func (s *settler) Rescan(reason Reason, now time.Time) {
+	if s.rescan.wanted {
+		s.extendRescan(now)
+		return
+	}
+	s.rescan.wanted = true
+	s.rescan.due = false
+	s.rescan.reason = reason
+	s.rescan.since = now
+	s.rescan.deadline = now.Add(s.settle)
+	// Fresh containers: a map keeps its buckets after clear, and the point
+	// of giving up on per-path state is to give its memory back.
+	s.entries = make(map[string]*entry)
+	s.waiting = nil
+	s.ready, s.head, s.live = nil, 0, 0
+}
+
+func (s *settler) extendRescan(now time.Time) {
+	if s.rescan.due {
+		return
+	}
+	d := now.Add(s.settle)
+	if limit := s.rescan.since.Add(s.maxWait); d.After(limit) {
+		d = limit
+	}
+	if d.After(s.rescan.deadline) {
+		s.rescan.deadline = d
+	}
+}
+
+// RescanWanted reports whether a rescan is pending, and why.
+func (s *settler) RescanWanted() (Reason, bool) {
+	return s.rescan.reason, s.rescan.wanted
+}
+
+// RescanDue reports whether a rescan has settled and is next to be taken.
+func (s *settler) RescanDue() bool { return s.rescan.due }
+
+// Advance moves every path whose deadline has passed to the ready queue.
+func (s *settler) Advance(now time.Time) {
+	for len(s.waiting) > 0 && !s.waiting[0].deadline.After(now) {
+		e := heap.Pop(&s.waiting).(*entry)
+		e.gen++
+		s.ready = append(s.ready, readyRef{e: e, gen: e.gen})
+		s.live++
+	}
+	if s.rescan.wanted && !s.rescan.due && !s.rescan.deadline.After(now) {
+		s.rescan.due = true
+	}
+}
+
+// Next returns when Advance next has something to do; the zero time when
+// nothing is waiting. Settled paths already in the ready queue do not count.
+func (s *settler) Next() time.Time {
+	var next time.Time
+	if len(s.waiting) > 0 {
+		next = s.waiting[0].deadline
+	}
+	if s.rescan.wanted && !s.rescan.due && (next.IsZero() || s.rescan.deadline.Before(next)) {
+		next = s.rescan.deadline
+	}
+	return next
+}
+
+// Take removes and returns the next batch: a due rescan first, otherwise
+// up to maxPaths settled paths in the order they settled. It reports false when
+// nothing is ready. The returned slice belongs to the caller.
+func (s *settler) Take(maxPaths int) (Batch, bool) {
+	if s.rescan.due {
+		b := Batch{Rescan: true, Reason: s.rescan.reason}
+		s.rescan.wanted, s.rescan.due = false, false
+		return b, true
+	}
+	if s.live == 0 {
+		s.ready, s.head = s.ready[:0], 0
+		return Batch{}, false
+	}
+	n := min(maxPaths, s.live)
+	paths := make([]string, 0, n)
+	for s.head < len(s.ready) && len(paths) < n {
+		r := s.ready[s.head]
+		s.ready[s.head] = readyRef{}
+		s.head++
+		if r.gen != r.e.gen {
+			continue
+		}
+		paths = append(paths, r.e.path)
+		delete(s.entries, r.e.path)
+		r.e.gen++
+		s.live--
+	}
+	if s.head > len(s.ready)/2 {
+		rest := copy(s.ready, s.ready[s.head:])
+		clear(s.ready[rest:])
+		s.ready, s.head = s.ready[:rest], 0
+	}
+	return Batch{Paths: paths}, true
+}
+
+// Pending returns how many paths are waiting or settled but not yet taken.
+func (s *settler) Pending() int { return len(s.entries) }
+
+// entryHeap orders waiting entries by deadline, then arrival.
+type entryHeap []*entry
+
+func (h entryHeap) Len() int { return len(h) }
+func (h entryHeap) Less(i, j int) bool {
+	if h[i].deadline.Equal(h[j].deadline) {
+		return h[i].seq < h[j].seq
+	}
+	return h[i].deadline.Before(h[j].deadline)
+}
+func (h entryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *entryHeap) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *entryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	e.index = -1
+	*h = old[:len(old)-1]
+	return e
+}

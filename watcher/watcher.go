@@ -1,0 +1,251 @@
+package watcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultSettle         = 50 * time.Millisecond
+	DefaultRescanInterval = time.Hour
+	DefaultPollInterval   = 10 * time.Second
+	DefaultMaxPending     = 100_000
+	DefaultMaxBatch       = 1000
+)
+
+// Options tune a Watcher. The zero value gives the defaults.
+type Options struct {
+	// Settle is how long a path must stay quiet after its last write
+	// before it is reported. Default 50ms.
+	Settle time.Duration
+	// Prompt is how long a path must stay quiet after an event that by
+	// itself leaves nothing half written: a file created or renamed into
+	// place, a removal, a change of attributes. A write after such an event
+	// puts the path back on the Settle clock. Default Settle/5; at most
+	// Settle.
+	Prompt time.Duration
+	// RescanInterval is the period of the safety rescan that catches what
+	// the kernel never reported (an unmount, a lost watch). It is jittered
+	// by ±10% so that the nodes of a cluster do not rescan in step. Default
+	// 1h; negative disables it.
+	RescanInterval time.Duration
+	// PollInterval is the period of full rescans while the folder cannot
+	// be watched (Mode Polling). Default 10s.
+	PollInterval time.Duration
+	// Ignore reports whether a path (slash-separated, relative to the
+	// root) is to be left alone; an ignored directory is not watched. It
+	// is called from Run's goroutine only. Nil ignores nothing but
+	// lockstep's own names, which are always ignored.
+	Ignore func(rel string, isDir bool) bool
+	// Logger receives state changes (watching, polling, overflows). Pass
+	// one that already carries the folder id. Nil discards.
+	Logger *slog.Logger
+	// MaxPending bounds the paths held while they settle or wait for the
+	// consumer; beyond it they collapse into one rescan. Default 100000.
+	MaxPending int
+	// MaxBatch bounds the paths in one Batch. Default 1000.
+	MaxBatch int
+}
+
+// Batch is what Run emits: paths that may have changed, or a request to
+// rescan the whole folder.
+type Batch struct {
+	// Paths are slash-separated, relative to the root, clean, never the
+	// root itself and never one of lockstep's own names. A path may name a
+	// file, a directory (scan it and everything below), or nothing any
+	// more (it was removed or renamed away).
+	Paths []string
+	// Rescan asks for the whole folder to be scanned; Paths is empty then.
+	Rescan bool
+	// Reason says why, when Rescan is set.
+	Reason Reason
+}
+
+// Reason says why a rescan was asked for.
+type Reason string
+
+const (
+	ReasonStart        Reason = "start"         // watches are in place: scan once to see what happened before
+	ReasonOverflow     Reason = "overflow"      // the kernel dropped events
+	ReasonError        Reason = "error"         // the event source reported an error
+	ReasonPeriodic     Reason = "periodic"      // the safety rescan
+	ReasonPendingLimit Reason = "pending-limit" // more distinct paths than MaxPending were pending
+	ReasonPoll         Reason = "poll"          // the folder is not watched: periodic scan instead
+)
+
+// State is what a watcher is doing.
+type State string
+
+const (
+	Stopped  State = "stopped"  // Run is not running
+	Watching State = "watching" // every directory has a watch
+	Polling  State = "polling"  // no watches; a full rescan every PollInterval
+)
+
+// Mode is a watcher's state for status output. Polling is a degraded mode
+// that the daemon shows as a warning, with Reason.
+type Mode struct {
+	State  State
+	Reason string // why Polling: the error that made watching impossible
+	Since  time.Time
+}
+
+// Stats are counters since New, for status and metrics.
+type Stats struct {
+	Events      uint64 // filesystem events received
+	Batches     uint64 // batches emitted, rescans included
+	Paths       uint64 // paths emitted
+	Rescans     uint64 // rescan batches emitted
+	Overflows   uint64 // kernel event-queue overflows
+	Errors      uint64 // event-source errors and watches that could not be added
+	WatchedDirs int    // directories watched now
+	Pending     int    // paths waiting to settle or to be sent
+}
+
+// Watcher watches one folder recursively and reports paths that may have
+// changed once they have settled. It knows nothing of what changed; the
+// consumer stats what it is told about.
+type Watcher struct {
+	root string
+	opts Options
+	log  *slog.Logger
+
+	// Seams for tests.
+	newSource  func() (source, error)
+	watchLimit func() (int, error)
+
+	running atomic.Bool
+
+	events, batches, paths, rescans, overflows, errs atomic.Uint64
+	watched, pending                                 atomic.Int64
+
+	modeMu sync.Mutex
+	mode   Mode
+}
+
+// New returns a watcher for the folder at root. It starts nothing and
+// touches nothing on disk; Run does.
+func New(root string, opts Options) (*Watcher, error) {
+	if root == "" {
+		return nil, errors.New("watcher: empty folder path")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", root, err)
+	}
+	if opts.Settle < 0 || opts.Prompt < 0 || opts.PollInterval < 0 || opts.MaxPending < 0 || opts.MaxBatch < 0 {
+		return nil, fmt.Errorf("watch %s: negative option", root)
+	}
+	if opts.Settle == 0 {
+		opts.Settle = DefaultSettle
+	}
+	if opts.Prompt == 0 {
+		opts.Prompt = opts.Settle / 5
+	}
+	opts.Prompt = min(opts.Prompt, opts.Settle)
+	if opts.RescanInterval == 0 {
+		opts.RescanInterval = DefaultRescanInterval
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = DefaultPollInterval
+	}
+	if opts.MaxPending == 0 {
+		opts.MaxPending = DefaultMaxPending
+	}
+	if opts.MaxBatch == 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Watcher{
+		root:       abs,
+		opts:       opts,
+		log:        log,
+		newSource:  newNotifySource,
+		watchLimit: readWatchLimit,
+		mode:       Mode{State: Stopped},
+	}, nil
+}
+
+// Root returns the absolute path of the watched folder.
+func (w *Watcher) Root() string { return w.root }
+
+// Run watches the folder and sends batches to out until ctx ends, then
+// closes out and returns nil. It first emits a rescan (ReasonStart) once
+// every directory is watched, so that a consumer scanning then misses
+// nothing that happened before. A send blocks only Run's sending: events
+// keep being read and coalesce while the consumer is slow.
+//
+// Run returns an error only when the folder cannot be watched at all at
+// start (missing, not a directory). Problems later — the watch limit, the
+// root going away — switch to Polling (see Mode) and are logged, never
+// silent. One Run at a time; it returns after every goroutine it started
+// has exited.
+func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
+	defer close(out)
+	if !w.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("watch %s: already running", w.root)
+	}
+	defer w.running.Store(false)
+	fi, err := os.Stat(w.root)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", w.root, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("watch %s: not a directory", w.root)
+	}
+	l := newLoop(w, out)
+	defer l.stopWatching()
+	defer w.setMode(Stopped, "")
+	return l.run(ctx)
+}
+
+// Stats returns the counters; safe to call at any time from any goroutine.
+func (w *Watcher) Stats() Stats {
+	return Stats{
+		Events:      w.events.Load(),
+		Batches:     w.batches.Load(),
+		Paths:       w.paths.Load(),
+		Rescans:     w.rescans.Load(),
+		Overflows:   w.overflows.Load(),
+		Errors:      w.errs.Load(),
+		WatchedDirs: int(w.watched.Load()),
+		Pending:     int(w.pending.Load()),
+	}
+}
+
+// Mode returns what the watcher is doing; safe from any goroutine.
+func (w *Watcher) Mode() Mode {
+	w.modeMu.Lock()
+	defer w.modeMu.Unlock()
+	return w.mode
+}
+
+func (w *Watcher) setMode(s State, reason string) {
+	w.modeMu.Lock()
+	defer w.modeMu.Unlock()
+	if w.mode.State == s && w.mode.Reason == reason {
+		return
+	}
+	w.mode = Mode{State: s, Reason: reason, Since: time.Now()}
+}
+
+// jitter returns d ± 10%.
+func jitter(d time.Duration) time.Duration {
+	j := int64(d / 10)
+	if j <= 0 {
+		return d
+	}
+	return d + time.Duration(rand.Int64N(2*j+1)-j)
+}
