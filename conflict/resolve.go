@@ -31,23 +31,17 @@ func sameContent(a, b Version) bool {
 type Action int
 
 const (
-	// Keep: the local version equals or supersedes the remote one; nothing
-	// changes locally.
+	// Keep: the local version stays. Either it equals or supersedes the
+	// remote one, or the two are concurrent and the local one wins.
 	Keep Action = iota
-	// Take: the remote version supersedes the local one; apply it.
+	// Take: the remote version replaces the local one, which it
+	// supersedes, or which is concurrent with it, loses, and holds the same
+	// content (so nothing is lost and no copy is kept).
 	Take
-	// Merge: the versions are concurrent but hold the same content. The
-	// local record takes the merged vector (and the winner's metadata, see
-	// Decision.RemoteMeta); nothing is transferred and no copy is kept.
-	Merge
-	// TakeConflict: concurrent, and the remote version wins. The local
-	// content is the loser: it moves to the conflict store, then the remote
-	// version is applied under the merged vector.
+	// TakeConflict: the versions are concurrent, the remote one wins and
+	// the local content differs. The local content moves to the conflict
+	// store, then the remote version is applied.
 	TakeConflict
-	// KeepConflict: concurrent, and the local version wins. The local record
-	// takes the merged vector so that it supersedes both; the remote
-	// version's origin keeps the losing copy when it learns of the winner.
-	KeepConflict
 )
 
 func (a Action) String() string {
@@ -56,53 +50,43 @@ func (a Action) String() string {
 		return "keep"
 	case Take:
 		return "take"
-	case Merge:
-		return "merge"
 	case TakeConflict:
 		return "take-conflict"
-	case KeepConflict:
-		return "keep-conflict"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
-}
-
-// Decision is the outcome of Resolve.
-type Decision struct {
-	Action Action
-	// Vector is the vector the local record must carry afterwards: the
-	// remote one for Take, the merge of both for Merge and the conflicts,
-	// the local one for Keep.
-	Vector Vector
-	// RemoteMeta reports, for Merge, whether the remote version's metadata
-	// (mode, mtime, stamp, origin) wins over the local one's.
-	RemoteMeta bool
 }
 
 // Resolve decides what happens when a node holding local receives remote for
 // the same path. It is a pure function of its inputs: every node that holds
 // the same pair decides the same way.
-func Resolve(local, remote Version) Decision {
+//
+// The version that stays carries its own vector, never a merge of both: a
+// merged vector would dominate the loser and let a node that still holds
+// the loser overwrite it as if it were an older edit, without keeping a
+// copy. Because the winner of concurrent versions is chosen by a total
+// order, every node that meets the loser later rejects it again, and every
+// node holding the loser keeps a copy when the winner reaches it.
+func Resolve(local, remote Version) Action {
 	switch local.Vector.Compare(remote.Vector) {
 	case Equal, Greater:
-		return Decision{Action: Keep, Vector: local.Vector}
+		return Keep
 	case Less:
-		return Decision{Action: Take, Vector: remote.Vector}
+		return Take
 	}
-	merged := local.Vector.Merge(remote.Vector)
-	remoteWins := Wins(remote, local)
-	if sameContent(local, remote) {
-		return Decision{Action: Merge, Vector: merged, RemoteMeta: remoteWins}
+	if !Wins(remote, local) {
+		return Keep
 	}
-	if remoteWins {
-		return Decision{Action: TakeConflict, Vector: merged}
+	if sameContent(local, remote) || local.Deleted {
+		return Take
 	}
-	return Decision{Action: KeepConflict, Vector: merged}
+	return TakeConflict
 }
-
 // Wins reports whether a beats b when the two are concurrent. The order is
 // total and strict for distinct versions: a modification beats a deletion
 // (so concurrent edits are never lost to a delete), then the later stamp,
-// then the larger origin, then the larger content digest.
+// then the larger origin, then the larger content digest, and last the
+// larger vector in a fixed lexical order (distinct versions from one node
+// never share a stamp, but the order must be total for any input).
 func Wins(a, b Version) bool {
 	if a.Deleted != b.Deleted {
 		return !a.Deleted
@@ -113,5 +97,24 @@ func Wins(a, b Version) bool {
 	if a.Origin != b.Origin {
 		return a.Origin > b.Origin
 	}
-	return bytes.Compare(a.Content[:], b.Content[:]) > 0
+	if c := bytes.Compare(a.Content[:], b.Content[:]); c != 0 {
+		return c > 0
+	}
+	return lexical(a.Vector, b.Vector) > 0
+}
+
+// lexical orders vectors by their counters, node by node.
+func lexical(a, b Vector) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		switch {
+		case a[i].Node != b[i].Node:
+			return cmpNode(b[i].Node, a[i].Node) // a has a node b lacks: a is larger
+		case a[i].Value != b[i].Value:
+			if a[i].Value > b[i].Value {
+				return 1
+			}
+			return -1
+		}
+	}
+	return len(a) - len(b)
 }

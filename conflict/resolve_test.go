@@ -20,33 +20,23 @@ func TestResolve(t *testing.T) {
 		name          string
 		local, remote Version
 		want          Action
-		remoteMeta    bool
 	}{
-		{"equal", old, old, Keep, false},
-		{"remote newer", old, editA, Take, false},
-		{"local newer", editA, old, Keep, false},
-		{"concurrent later stamp wins", editA, editB, TakeConflict, false},
-		{"concurrent local later", editB, editA, KeepConflict, false},
-		{"concurrent same content merges", editA, sameB, Merge, false},
-		{"concurrent same content, remote meta later", sameB, editA, Merge, true},
-		{"edit beats later delete", editA, delB, KeepConflict, false},
-		{"remote edit beats local delete", delB, editA, TakeConflict, false},
-		{"two deletes merge", delA, delB, Merge, true},
-		{"delete after edit supersedes", editA, Version{Vector: editA.Vector.Update(b), Origin: b, Deleted: true}, Take, false},
+		{"equal", old, old, Keep},
+		{"remote newer", old, editA, Take},
+		{"local newer", editA, old, Keep},
+		{"concurrent later stamp wins", editA, editB, TakeConflict},
+		{"concurrent local later", editB, editA, Keep},
+		{"concurrent same content, local meta wins", editA, sameB, Keep},
+		{"concurrent same content, remote meta wins", sameB, editA, Take},
+		{"edit beats later delete", editA, delB, Keep},
+		{"remote edit beats local delete: nothing to keep", delB, editA, Take},
+		{"two deletes", delA, delB, Take},
+		{"delete after edit supersedes", editA, Version{Vector: editA.Vector.Update(b), Origin: b, Deleted: true}, Take},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := Resolve(tt.local, tt.remote)
-			if d.Action != tt.want {
-				t.Fatalf("Resolve = %v, want %v", d.Action, tt.want)
-			}
-			if d.Action == Merge && d.RemoteMeta != tt.remoteMeta {
-				t.Fatalf("RemoteMeta = %v, want %v", d.RemoteMeta, tt.remoteMeta)
-			}
-			if d.Vector.Compare(tt.local.Vector) == Less || d.Vector.Compare(tt.remote.Vector) == Less {
-				if d.Action != Keep {
-					t.Fatalf("result vector %v does not dominate both inputs", d.Vector)
-				}
+			if got := Resolve(tt.local, tt.remote); got != tt.want {
+				t.Fatalf("Resolve = %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -69,21 +59,19 @@ func TestWinsTieBreaks(t *testing.T) {
 
 // node is one replica's view of a single path in the convergence test.
 type node struct {
-	cur Version
+	cur  Version
+	kept []Version // losers this node moved to its conflict store
 }
 
 // receive applies the conflict rule the way the engine does.
 func (n *node) receive(remote Version) {
-	d := Resolve(n.cur, remote)
-	switch d.Action {
-	case Take, TakeConflict:
+	switch Resolve(n.cur, remote) {
+	case TakeConflict:
+		n.kept = append(n.kept, n.cur)
 		n.cur = remote
-	case Merge:
-		if d.RemoteMeta {
-			n.cur = remote
-		}
+	case Take:
+		n.cur = remote
 	}
-	n.cur.Vector = d.Vector
 }
 
 // TestConvergence delivers a set of concurrent versions to several nodes in
@@ -126,8 +114,24 @@ func TestConvergence(t *testing.T) {
 		first := nodes[0].cur
 		for i, nd := range nodes[1:] {
 			got := nd.cur
-			if got.Vector.Compare(first.Vector) != Equal || !sameContent(got, first) {
+			if got.Vector.Compare(first.Vector) != Equal || !sameContent(got, first) || got.Stamp != first.Stamp {
 				t.Fatalf("round %d: node %d ended with %+v, node 0 with %+v", round, i+1, got, first)
+			}
+		}
+		// Nothing is lost: every original content is the winner's or is
+		// kept in some node's conflict store.
+		for _, v := range versions {
+			if v.Deleted || sameContent(v, first) {
+				continue
+			}
+			found := false
+			for _, nd := range nodes {
+				for _, k := range nd.kept {
+					found = found || sameContent(k, v)
+				}
+			}
+			if !found {
+				t.Fatalf("round %d: content of %+v lost", round, v)
 			}
 		}
 	}
