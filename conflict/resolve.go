@@ -81,6 +81,7 @@ func Resolve(local, remote Version) Action {
 	}
 	return TakeConflict
 }
+
 // Wins reports whether a beats b when the two are concurrent. The order is
 // total and strict for distinct versions: a modification beats a deletion
 // (so concurrent edits are never lost to a delete), then the later stamp,
