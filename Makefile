@@ -10,7 +10,7 @@ BENCHTIME  ?= 1x
 FUZZTIME  ?= 20s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test unit run bench fuzz lint clean
+.PHONY: help build test unit run bench fuzz lint clean deb
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,5 +44,12 @@ lint: ## go vet and staticcheck (installed on demand)
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
 
-clean: ## remove build and benchmark output
-	rm -rf bin bench.out
+# The .deb's version, in Debian syntax (a leading "v" is dropped): make deb VERSION=1.2.0
+VERSION ?= 0.0.0~dev
+
+deb: ## build dist/lockstep_<version>_<arch>.deb (set VERSION=x.y.z)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION:v%=%)" -o $(BIN) ./cmd/lockstep
+	VERSION=$(VERSION) packaging/build-deb.sh dist
+
+clean: ## remove build, package and benchmark output
+	rm -rf bin dist bench.out
