@@ -1,0 +1,474 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"lockstep/chunker"
+	"lockstep/config"
+	"lockstep/conflict"
+	"lockstep/index"
+	"lockstep/protocol"
+	"lockstep/vfs"
+)
+
+// testNode is one in-process replica of a folder, with a minimal scanner
+// that records what the test writes.
+type testNode struct {
+	t      *testing.T
+	name   string
+	id     conflict.NodeID
+	dir    string
+	data   string
+	ix     *index.Index
+	fs     *vfs.Folder
+	engine *Folder
+	clock  *Clock
+	served int64 // chunk bytes served to peers
+	mu     sync.Mutex
+}
+
+// scanner is a test stand-in for the real scanner: it records the paths it
+// is given with whole-file hashing and no quick check.
+type testScanner struct{ n *testNode }
+
+func (s testScanner) Scan(ctx context.Context) error { return nil }
+func (s testScanner) ScanPaths(ctx context.Context, paths []string) error {
+	for _, p := range paths {
+		s.n.record(p)
+	}
+	return nil
+}
+
+func newTestNode(t *testing.T, name string, id conflict.NodeID, peers []Peer) *testNode {
+	t.Helper()
+	root := t.TempDir()
+	n := &testNode{t: t, name: name, id: id, dir: filepath.Join(root, "folder"), data: filepath.Join(root, "data"), clock: &Clock{}}
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := index.Open(n.data, index.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ix = ix
+	t.Cleanup(func() { ix.Close() })
+	n.fs, err = vfs.Open(n.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.fs.Close() })
+	n.engine, err = New(Options{
+		Folder:      config.Folder{ID: "docroot", Path: n.dir, Mode: config.ModeAsync},
+		Name:        name,
+		Self:        id,
+		Peers:       peers,
+		Index:       ix,
+		Clock:       n.clock,
+		ConflictDir: filepath.Join(n.data, "conflicts", "docroot"),
+		Logger:      testLogger(),
+	}, testScanner{n}, n.fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// record stores the on-disk state of rel as a new local version.
+func (n *testNode) record(rel string) {
+	n.t.Helper()
+	old, have, err := n.ix.Get("docroot", rel)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	st, err := os.Lstat(filepath.Join(n.dir, rel))
+	var r index.Record
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if !have || old.Deleted {
+			return
+		}
+		r = index.Record{Path: rel, Type: old.Type, Deleted: true}
+	case err != nil:
+		n.t.Fatal(err)
+	default:
+		r = index.Record{Path: rel, Mode: uint32(st.Mode().Perm()), MTime: st.ModTime().UnixNano()}
+		sys := st.Sys().(*syscall.Stat_t)
+		r.Inode, r.Device = sys.Ino, uint64(sys.Dev)
+		switch {
+		case st.IsDir():
+			r.Type = index.Dir
+		case st.Mode()&fs.ModeSymlink != 0:
+			r.Type = index.Symlink
+			r.Target, _ = os.Readlink(filepath.Join(n.dir, rel))
+		default:
+			f, err := os.Open(filepath.Join(n.dir, rel))
+			if err != nil {
+				n.t.Fatal(err)
+			}
+			m, err := chunker.Split(f, chunker.Params{Min: 1 << 10, Avg: 4 << 10, Max: 16 << 10})
+			f.Close()
+			if err != nil {
+				n.t.Fatal(err)
+			}
+			r.Manifest, r.Size = m, m.Size()
+		}
+	}
+	r.Version = old.Version.Update(n.id)
+	r.Stamp = n.clock.Now(time.Now())
+	r.Origin = n.id
+	if err := n.ix.Put("docroot", []index.Record{r}); err != nil {
+		n.t.Fatal(err)
+	}
+	n.engine.local.Notify()
+}
+
+func (n *testNode) write(rel string, data []byte) {
+	n.t.Helper()
+	p := filepath.Join(n.dir, rel)
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+	n.record(rel)
+}
+
+func (n *testNode) read(rel string) ([]byte, error) { return os.ReadFile(filepath.Join(n.dir, rel)) }
+
+// memConn connects two in-process engines: Send delivers to the other
+// side's handlers in order, RequestChunk reads from the other side.
+type memConn struct {
+	from, to *testNode
+	in       chan protocol.Message // to's inbound queue
+	done     chan struct{}
+	once     sync.Once
+	fail     func(req protocol.ChunkRequest) error
+}
+
+func (c *memConn) Send(ctx context.Context, m protocol.Message) error {
+	select {
+	case c.in <- m:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return errors.New("closed")
+	}
+}
+
+func (c *memConn) RequestChunk(ctx context.Context, req protocol.ChunkRequest) ([]byte, error) {
+	select {
+	case <-c.done:
+		return nil, errors.New("closed")
+	default:
+	}
+	if c.fail != nil {
+		if err := c.fail(req); err != nil {
+			return nil, err
+		}
+	}
+	data, err := c.to.engine.ReadChunk(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if chunker.Sum(data) != req.Hash {
+		return nil, errors.New("hash mismatch")
+	}
+	c.to.mu.Lock()
+	c.to.served += int64(len(data))
+	c.to.mu.Unlock()
+	return data, nil
+}
+
+func (c *memConn) Done() <-chan struct{} { return c.done }
+func (c *memConn) close()                { c.once.Do(func() { close(c.done) }) }
+
+// link connects a and b until the returned function is called.
+func link(t *testing.T, ctx context.Context, a, b *testNode) (cut func()) {
+	ab := &memConn{from: a, to: b, in: make(chan protocol.Message, 4), done: make(chan struct{})}
+	ba := &memConn{from: b, to: a, in: make(chan protocol.Message, 4), done: make(chan struct{})}
+	ba.done = ab.done
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	side := func(self, other *testNode, out *memConn, in chan protocol.Message) {
+		hello, err := other.engine.Hello(self.id)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		sess, err := self.engine.Attach(other.id, out, hello)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			sess.Run(ctx)
+		}()
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-out.done:
+					return
+				case m := <-in:
+					switch m := m.(type) {
+					case *protocol.IndexUpdate:
+						self.engine.HandleIndex(ctx, other.id, m)
+					case *protocol.Confirm:
+						self.engine.HandleConfirm(other.id, m)
+					}
+				}
+			}
+		}()
+	}
+	// a serves b over ab; what a sends arrives in ab.in, handled by b.
+	side(a, b, ab, ba.in)
+	side(b, a, ba, ab.in)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ab.close()
+			cancel()
+			wg.Wait()
+		})
+	}
+}
+
+// runEngines runs the nodes' engines until the test ends.
+func runEngines(t *testing.T, nodes ...*testNode) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.engine.Run(ctx, make(chan Batch))
+		}()
+	}
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	return ctx
+}
+
+// eventually polls cond until it holds or 10 s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func hasContent(n *testNode, rel string, want []byte) func() bool {
+	return func() bool {
+		got, err := n.read(rel)
+		return err == nil && bytes.Equal(got, want)
+	}
+}
+
+func pair(t *testing.T) (a, b *testNode) {
+	a = newTestNode(t, "a", 0xa, []Peer{{Name: "b", ID: 0xb}})
+	b = newTestNode(t, "b", 0xb, []Peer{{Name: "a", ID: 0xa}})
+	return a, b
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestReplicatesCreateModifyDelete(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	defer link(t, ctx, a, b)()
+
+	data := randomBytes(1, 100_000)
+	a.write("dir/sub/file.bin", data)
+	eventually(t, "file on b", hasContent(b, "dir/sub/file.bin", data))
+	st, _ := os.Stat(filepath.Join(b.dir, "dir/sub/file.bin"))
+	ast, _ := os.Stat(filepath.Join(a.dir, "dir/sub/file.bin"))
+	if !st.ModTime().Equal(ast.ModTime()) || st.Mode() != ast.Mode() {
+		t.Fatalf("metadata differs: b %v %v, a %v %v", st.ModTime(), st.Mode(), ast.ModTime(), ast.Mode())
+	}
+
+	// A small edit reuses b's chunks: only about one chunk travels.
+	a.mu.Lock()
+	before := a.served
+	a.mu.Unlock()
+	edited := append([]byte{}, data...)
+	copy(edited[50_000:], "an edit in the middle")
+	a.write("dir/sub/file.bin", edited)
+	eventually(t, "edit on b", hasContent(b, "dir/sub/file.bin", edited))
+	a.mu.Lock()
+	sent := a.served - before
+	a.mu.Unlock()
+	if sent > 40<<10 {
+		t.Fatalf("a small edit sent %d bytes of chunks, want at most a couple of chunks", sent)
+	}
+
+	// Deleting on b reaches a.
+	os.Remove(filepath.Join(b.dir, "dir/sub/file.bin"))
+	b.record("dir/sub/file.bin")
+	eventually(t, "delete on a", func() bool {
+		_, err := a.read("dir/sub/file.bin")
+		return errors.Is(err, fs.ErrNotExist)
+	})
+	// Both sides converge: nothing pending either way.
+	eventually(t, "nothing pending", func() bool {
+		sa, _ := a.engine.Status(ctx)
+		sb, _ := b.engine.Status(ctx)
+		return sa.Peers[0].PendingFiles == 0 && sb.Peers[0].PendingFiles == 0 && sa.State == "idle" && sb.State == "idle"
+	})
+}
+
+func TestConcurrentEditKeepsLoser(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	a.write("page.html", []byte("from a"))
+	time.Sleep(2 * time.Millisecond) // b's stamp is later: b wins
+	b.write("page.html", []byte("from b, later"))
+	defer link(t, ctx, a, b)()
+	eventually(t, "a takes b's version", hasContent(a, "page.html", []byte("from b, later")))
+	got, _ := b.read("page.html")
+	if string(got) != "from b, later" {
+		t.Fatalf("b holds %q, want its own winning version", got)
+	}
+	list, err := a.engine.Conflicts()
+	if err != nil || len(list) != 1 {
+		t.Fatalf("a's conflicts = %v, %v; want one", list, err)
+	}
+	kept, err := os.ReadFile(list[0].Copy)
+	if err != nil || string(kept) != "from a" {
+		t.Fatalf("kept copy = %q, %v; want a's losing content", kept, err)
+	}
+	if list[0].Winner != "b" || list[0].Loser != "a" {
+		t.Fatalf("conflict entry = %+v", list[0])
+	}
+	entries, _ := os.ReadDir(a.dir)
+	if len(entries) != 1 {
+		t.Fatalf("the folder holds %d entries; the loser must not be kept inside it", len(entries))
+	}
+}
+
+func TestUnrecordedLocalChangeIsNotOverwritten(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	cut := link(t, ctx, a, b)
+	a.write("f", []byte("v1"))
+	eventually(t, "v1 on b", hasContent(b, "f", []byte("v1")))
+	cut()
+	// b edits without the scanner having seen it yet; a edits too.
+	a.write("f", []byte("a's later edit"))
+	os.WriteFile(filepath.Join(b.dir, "f"), []byte("b's unrecorded edit"), 0o644)
+	defer link(t, ctx, a, b)()
+	// b records its edit when a's version arrives, so b's edit is the
+	// later one and wins; a's edit is kept in a's conflict store. Either
+	// way neither edit is lost.
+	want := []byte("b's unrecorded edit")
+	eventually(t, "b's edit on a", hasContent(a, "f", want))
+	if got, _ := b.read("f"); !bytes.Equal(got, want) {
+		t.Fatalf("b holds %q, want its own edit", got)
+	}
+	list, _ := a.engine.Conflicts()
+	if len(list) != 1 {
+		t.Fatalf("a's conflicts = %v; want a's edit kept", list)
+	}
+	kept, _ := os.ReadFile(list[0].Copy)
+	if string(kept) != "a's later edit" {
+		t.Fatalf("kept %q", kept)
+	}
+}
+
+func TestCatchUpAfterDisconnect(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	cut := link(t, ctx, a, b)
+	a.write("one", []byte("1"))
+	eventually(t, "one on b", hasContent(b, "one", []byte("1")))
+	cut()
+	for i := range 50 {
+		a.write(fmt.Sprintf("batch/%02d", i), []byte(fmt.Sprint(i)))
+	}
+	os.Symlink("one", filepath.Join(a.dir, "link"))
+	a.record("link")
+	defer link(t, ctx, a, b)()
+	eventually(t, "batch on b", hasContent(b, "batch/49", []byte("49")))
+	eventually(t, "link on b", func() bool {
+		target, err := os.Readlink(filepath.Join(b.dir, "link"))
+		return err == nil && target == "one"
+	})
+	// Resumed, not restarted: b's progress for a is past the first file.
+	eventually(t, "b's progress persisted past the batch", func() bool {
+		prog, _ := b.ix.Progress("docroot", a.id)
+		return prog.Received >= 50
+	})
+}
+
+func TestUnsafePathRefused(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, b)
+	_ = a
+	u := &protocol.IndexUpdate{Folder: "docroot", Epoch: 0, After: 0, Through: 1, Files: []protocol.FileInfo{{
+		Path: ".lockstep.x.tmp", Type: protocol.File, Version: conflict.Vector{{Node: 0xa, Value: 1}}, Origin: 0xa, Sequence: 1,
+	}}}
+	if err := b.engine.HandleIndex(ctx, 0xa, u); err != nil {
+		t.Fatal(err)
+	}
+	b.engine.mu.Lock()
+	n := b.engine.queue.len()
+	b.engine.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("an internal temp name from a peer was queued")
+	}
+}
+
+func TestCommittedThrough(t *testing.T) {
+	tests := []struct {
+		confirmed []uint64
+		quorum    int
+		want      uint64
+	}{
+		{[]uint64{5, 9}, 2, 9},
+		{[]uint64{5, 9}, 3, 5},
+		{[]uint64{5, 9}, 1, ^uint64(0)},
+		{[]uint64{5}, 3, 0},
+		{[]uint64{3, 7, 1, 4}, 3, 4},
+	}
+	for _, tt := range tests {
+		if got := CommittedThrough(tt.confirmed, tt.quorum); got != tt.want {
+			t.Errorf("CommittedThrough(%v, %d) = %d, want %d", tt.confirmed, tt.quorum, got, tt.want)
+		}
+	}
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("LOCKSTEP_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}

@@ -1,0 +1,372 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"lockstep/chunker"
+	"lockstep/config"
+	"lockstep/conflict"
+	"lockstep/control"
+	"lockstep/index"
+	"lockstep/protocol"
+	"lockstep/vfs"
+)
+
+// Scanner records local changes of the folder in the index. The engine
+// calls it from one goroutine at a time.
+type Scanner interface {
+	// Scan compares the whole folder with the index.
+	Scan(ctx context.Context) error
+	// ScanPaths compares the given relative paths (and, for directories,
+	// their subtrees) with the index.
+	ScanPaths(ctx context.Context, paths []string) error
+}
+
+// Conn is the engine's view of a connection to a peer.
+type Conn interface {
+	// Send queues a control message; it blocks while the peer reads slowly.
+	Send(ctx context.Context, m protocol.Message) error
+	// RequestChunk fetches and verifies one chunk.
+	RequestChunk(ctx context.Context, req protocol.ChunkRequest) ([]byte, error)
+	// Done is closed when the connection is gone.
+	Done() <-chan struct{}
+}
+
+// Peer is a node the folder is shared with.
+type Peer struct {
+	Name string
+	ID   conflict.NodeID
+}
+
+// Options configure a Folder.
+type Options struct {
+	Folder config.Folder
+	Name   string // this node's name, for conflict records
+	Self   conflict.NodeID
+	Peers  []Peer
+	Index  *index.Index
+	Clock  *Clock
+	// ConflictDir is where losing versions of this folder are kept:
+	// <data_dir>/conflicts/<folder id>.
+	ConflictDir string
+	Logger      *slog.Logger
+	// Ignore reports the paths the folder does not sync; nil syncs all.
+	Ignore func(rel string, isDir bool) bool
+	// Now is the wall clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Folder is the engine of one synced folder. Create it with New, start it
+// with Run, and connect peers with Serve while it runs.
+type Folder struct {
+	opts  Options
+	id    string
+	log   *slog.Logger
+	ix    *index.Index
+	fs    *vfs.Folder
+	scan  Scanner
+	skip  func(rel string, isDir bool) bool
+	now   func() time.Time
+	peers map[conflict.NodeID]*peer
+
+	// local is notified whenever the folder's index gains sequences, to
+	// wake the peer senders; confirmed when a peer confirms, to wake Wait.
+	local, confirmed *signal
+	// scanMu serialises the scanner: the watcher loop, the puller's
+	// pre-overwrite checks and Wait all scan.
+	scanMu sync.Mutex
+
+	mu       sync.Mutex
+	state    string
+	errMsg   string
+	queue    *queue
+	busy     map[string]bool // paths the puller is replacing right now
+	conflict *conflictLog
+}
+
+// peer is the folder's state for one peer. Fields after mu are guarded by
+// Folder.mu.
+type peer struct {
+	Peer
+	conn      Conn
+	lastSeen  time.Time
+	progress  index.Progress // Received/PeerEpoch of their stream; Confirmed of ours
+	wm        *watermark     // their stream's entries in the pull queue
+	confirm   *signal        // wakes the session to confirm a new mark
+	confirmed uint64         // the mark last confirmed to them
+}
+
+// New returns the engine for one folder. It opens the folder but starts
+// nothing.
+func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	f := &Folder{
+		opts:      opts,
+		id:        opts.Folder.ID,
+		log:       opts.Logger.With("folder", opts.Folder.ID),
+		ix:        opts.Index,
+		fs:        fs,
+		scan:      scanner,
+		skip:      opts.Ignore,
+		now:       opts.Now,
+		peers:     map[conflict.NodeID]*peer{},
+		local:     newSignal(),
+		confirmed: newSignal(),
+		state:     control.StateScanning,
+		queue:     newQueue(),
+		busy:      map[string]bool{},
+	}
+	stored, err := opts.Index.Peers(opts.Folder.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range opts.Peers {
+		pr := stored[p.ID]
+		f.peers[p.ID] = &peer{Peer: p, progress: pr, wm: newWatermark(pr.Received), confirm: newSignal(), confirmed: pr.Received}
+	}
+	cl, err := openConflictLog(opts.ConflictDir)
+	if err != nil {
+		return nil, err
+	}
+	f.conflict = cl
+	return f, nil
+}
+
+// ID returns the folder ID.
+func (f *Folder) ID() string { return f.id }
+
+// Path returns the folder's path.
+func (f *Folder) Path() string { return f.opts.Folder.Path }
+
+// Shares reports whether the folder is shared with the peer.
+func (f *Folder) Shares(id conflict.NodeID) bool {
+	_, ok := f.peers[id]
+	return ok
+}
+
+func (f *Folder) setState(state, errMsg string) {
+	f.mu.Lock()
+	changed := f.state != state || f.errMsg != errMsg
+	f.state, f.errMsg = state, errMsg
+	f.mu.Unlock()
+	if changed {
+		if errMsg != "" {
+			f.log.Warn("folder state", "state", state, "err", errMsg)
+		} else {
+			f.log.Info("folder state", "state", state)
+		}
+	}
+}
+
+// Run scans the folder, then keeps it in sync until ctx ends: local
+// changes from the watcher's batches, remote ones from the pull queue.
+// batches is the watcher's output; Run returns when it is closed or ctx
+// ends, after every goroutine it started has returned.
+func (f *Folder) Run(ctx context.Context, batches <-chan Batch) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f.pullLoop(ctx)
+	}()
+	err := f.localLoop(ctx, batches)
+	cancel()
+	wg.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Batch is what the watcher reports: paths that may have changed, or that
+// the whole folder must be rescanned.
+type Batch struct {
+	Paths  []string
+	Rescan bool
+}
+
+func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
+	if err := f.fullScan(ctx); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case b, ok := <-batches:
+			if !ok {
+				return nil
+			}
+			if b.Rescan {
+				if err := f.fullScan(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+			f.scanPaths(ctx, b.Paths)
+		}
+	}
+}
+
+func (f *Folder) fullScan(ctx context.Context) error {
+	f.setState(control.StateScanning, "")
+	start := f.now()
+	f.scanMu.Lock()
+	err := f.scan.Scan(ctx)
+	f.scanMu.Unlock()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		f.setState(control.StateError, err.Error())
+		f.log.Error("scan failed", "err", err)
+		// Keep running: the next watcher batch or rescan tries again.
+		return nil
+	}
+	f.log.Debug("scan done", "dur", f.now().Sub(start))
+	f.updateState()
+	f.local.Notify()
+	return nil
+}
+
+func (f *Folder) scanPaths(ctx context.Context, paths []string) {
+	f.mu.Lock()
+	keep := paths[:0:0]
+	for _, p := range paths {
+		if !f.busy[p] {
+			keep = append(keep, p)
+		}
+	}
+	f.mu.Unlock()
+	if len(keep) == 0 {
+		return
+	}
+	f.scanMu.Lock()
+	err := f.scan.ScanPaths(ctx, keep)
+	f.scanMu.Unlock()
+	if err != nil && ctx.Err() == nil {
+		f.log.Warn("scan of changed paths failed", "err", err, "paths", len(keep))
+	}
+	f.local.Notify()
+}
+
+// updateState sets idle or syncing from the pull queue, unless the folder
+// is in an error state set by a scan.
+func (f *Folder) updateState() {
+	f.mu.Lock()
+	state := control.StateIdle
+	if f.queue.len() > 0 {
+		state = control.StateSyncing
+	}
+	if f.state == control.StatePaused {
+		f.mu.Unlock()
+		return
+	}
+	f.mu.Unlock()
+	f.setState(state, "")
+}
+
+// Hello returns what this node tells the peer about the folder.
+func (f *Folder) Hello(id conflict.NodeID) (protocol.HelloFolder, error) {
+	info, err := f.ix.Info(f.id)
+	if err != nil {
+		return protocol.HelloFolder{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.peers[id]
+	return protocol.HelloFolder{
+		ID:           f.id,
+		Epoch:        info.Epoch,
+		MaxSequence:  info.Sequence,
+		PeerEpoch:    p.progress.PeerEpoch,
+		PeerSequence: p.progress.Received,
+	}, nil
+}
+
+// conflictPath returns where the losing content of rel is kept.
+func (f *Folder) conflictPath(rel, loser string, at time.Time) string {
+	name := fmt.Sprintf("%s~%s~%s", filepath.Base(rel), at.UTC().Format("20060102-150405.000"), loser)
+	return filepath.Join(f.opts.ConflictDir, filepath.Dir(filepath.FromSlash(rel)), name)
+}
+
+func (f *Folder) peerName(id conflict.NodeID) string {
+	if id == f.opts.Self {
+		return f.opts.Name
+	}
+	if p, ok := f.peers[id]; ok {
+		return p.Name
+	}
+	return fmt.Sprintf("%016x", uint64(id))
+}
+
+// quorum is the number of nodes, this one included, that must hold a
+// version for it to be committed.
+func (f *Folder) quorum() int {
+	if f.opts.Folder.Mode == config.ModeQuorum {
+		return f.opts.Folder.Quorum
+	}
+	return len(f.peers) + 1
+}
+
+// readLocalChunk reads a chunk from a local file and verifies it.
+func (f *Folder) readLocalChunk(path string, offset int64, ref chunker.Ref) ([]byte, error) {
+	file, err := f.fs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	buf := make([]byte, ref.Length)
+	if _, err := file.ReadAt(buf, offset); err != nil {
+		return nil, err
+	}
+	if chunker.Sum(buf) != ref.Hash {
+		return nil, fmt.Errorf("%s at %d of %s: %w", ref.Hash.Short(), offset, path, errChanged)
+	}
+	return buf, nil
+}
+
+var errChanged = errors.New("content changed since it was indexed")
+
+// ReadChunk serves a peer's chunk request from this folder's files.
+func (f *Folder) ReadChunk(ctx context.Context, req protocol.ChunkRequest) ([]byte, error) {
+	ref := chunker.Ref{Hash: req.Hash, Length: req.Length}
+	if req.Path != "" {
+		if data, err := f.readLocalChunk(req.Path, int64(req.Offset), ref); err == nil {
+			return data, nil
+		}
+	}
+	locs, err := f.ix.Locate(req.Hash, 8)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range locs {
+		if l.Folder != f.id || l.Length != req.Length {
+			continue
+		}
+		if data, err := f.readLocalChunk(l.Path, l.Offset, ref); err == nil {
+			return data, nil
+		}
+	}
+	return nil, fmt.Errorf("chunk %s in folder %s: %w", req.Hash.Short(), f.id, protocol.ErrNotFound)
+}
+
+// mkdirConflictDir makes sure the conflict store's directory for a copy
+// exists.
+func mkdirFor(path string) error { return os.MkdirAll(filepath.Dir(path), 0o700) }
+
+// ignored reports whether rel is not synced by this folder.
+func (f *Folder) ignored(rel string, isDir bool) bool {
+	return vfs.IsTemp(rel) || (f.skip != nil && f.skip(rel, isDir))
+}

@@ -1,0 +1,83 @@
+package replica
+
+import (
+	"slices"
+	"testing"
+
+	"lockstep/chunker"
+	"lockstep/conflict"
+)
+
+func ref(b byte, n uint32) chunker.Ref { return chunker.Ref{Hash: chunker.Hash{b}, Length: n} }
+
+func TestPlan(t *testing.T) {
+	m := chunker.Manifest{Chunks: []chunker.Ref{ref(1, 10), ref(2, 20), ref(1, 10), ref(3, 5), ref(4, 7)}}
+	localHas := map[chunker.Hash][]Location{{2}: {{Path: "old", Offset: 100}}}
+	locate := func(h chunker.Hash) []Location { return localHas[h] }
+	peers := []conflict.NodeID{7, 8}
+	steps := Plan(m, locate, peers)
+	if len(steps) != 4 {
+		t.Fatalf("%d steps, want 4 distinct chunks", len(steps))
+	}
+	if !slices.Equal(steps[0].Offsets, []int64{0, 30}) {
+		t.Fatalf("repeated chunk offsets = %v, want [0 30]", steps[0].Offsets)
+	}
+	if len(steps[1].Local) != 1 || steps[1].Local[0].Path != "old" {
+		t.Fatalf("local chunk not planned from disk: %+v", steps[1])
+	}
+	// Remote chunks alternate between the two peers.
+	if steps[0].Peers[0] != 7 || steps[2].Peers[0] != 8 || steps[3].Peers[0] != 7 {
+		t.Fatalf("remote chunks not spread: %v %v %v", steps[0].Peers, steps[2].Peers, steps[3].Peers)
+	}
+	if len(steps[2].Peers) != 2 {
+		t.Fatalf("fallback peers missing: %v", steps[2].Peers)
+	}
+	local, remote := Transfer(steps)
+	if local != 20 || remote != 22 {
+		t.Fatalf("Transfer = %d local, %d remote; want 20, 22", local, remote)
+	}
+	if got := Plan(chunker.Manifest{}, locate, peers); len(got) != 0 {
+		t.Fatalf("empty manifest planned %d steps", len(got))
+	}
+	// With no peer at all, remote chunks have nobody to ask.
+	for _, s := range Plan(m, nil, nil) {
+		if len(s.Peers) != 0 || len(s.Local) != 0 {
+			t.Fatalf("step with sources out of nowhere: %+v", s)
+		}
+	}
+}
+
+func TestWatermark(t *testing.T) {
+	w := newWatermark(5)
+	if w.Mark() != 5 {
+		t.Fatalf("fresh mark = %d, want the start 5", w.Mark())
+	}
+	w.Start(7)
+	w.Start(9)
+	w.Received(12)
+	if w.Mark() != 6 {
+		t.Fatalf("mark with 7 open = %d, want 6", w.Mark())
+	}
+	w.Finish(9)
+	if w.Mark() != 6 {
+		t.Fatalf("mark after finishing 9 but not 7 = %d, want 6", w.Mark())
+	}
+	w.Start(7) // the same sequence twice: a path re-announced
+	w.Finish(7)
+	if w.Mark() != 6 {
+		t.Fatalf("mark with one of two 7s open = %d, want 6", w.Mark())
+	}
+	w.Finish(7)
+	if w.Mark() != 12 || w.Open() != 0 {
+		t.Fatalf("mark with nothing open = %d (open %d), want 12", w.Mark(), w.Open())
+	}
+	w.Finish(3) // unknown: ignored
+	w.Start(13)
+	w.Start(13)
+	w.Finish(13)
+	w.Finish(13)
+	w.Start(13)
+	if w.Mark() != 12 {
+		t.Fatalf("restarted 13: mark = %d, want 12", w.Mark())
+	}
+}

@@ -1,0 +1,561 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"lockstep/chunker"
+	"lockstep/conflict"
+	"lockstep/control"
+	"lockstep/index"
+	"lockstep/protocol"
+	"lockstep/vfs"
+)
+
+// Puller limits.
+const (
+	pullBatch       = 256 // items applied and made durable together
+	fileWorkers     = 4   // files assembled at once
+	chunksPerFile   = 8   // chunk requests in flight per file
+	errNoSourceWait = 2 * time.Second
+)
+
+var errNoSource = errors.New("no connected peer holds this version")
+
+func (f *Folder) pullLoop(ctx context.Context) {
+	for {
+		wake := f.queue.wake.C()
+		f.mu.Lock()
+		items, next := f.queue.take(f.now(), pullBatch)
+		f.mu.Unlock()
+		if len(items) > 0 {
+			f.setState(control.StateSyncing, "")
+			f.applyBatch(ctx, items)
+			f.updateState()
+			continue
+		}
+		f.updateState()
+		var timer <-chan time.Time
+		if !next.IsZero() {
+			t := time.NewTimer(max(next.Sub(f.now()), time.Millisecond))
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-timer:
+		}
+	}
+}
+
+// job is one item being applied.
+type job struct {
+	it     *item
+	local  index.Record // the local record the decision was made from
+	have   bool
+	action conflict.Action
+	temp   *vfs.Temp // a file assembled under a temp name, to commit
+	rec    index.Record
+	write  bool // rec must be written to the index
+	err    error
+}
+
+func (f *Folder) applyBatch(ctx context.Context, items []*item) {
+	jobs := make([]*job, len(items))
+	for i, it := range items {
+		jobs[i] = &job{it: it}
+	}
+	// 1. Decide each item against the local record and the disk.
+	for _, j := range jobs {
+		f.decide(ctx, j)
+	}
+	// 2. Assemble files under temp names, several at once.
+	sem := make(chan struct{}, fileWorkers)
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		if j.err != nil || j.action == conflict.Keep || j.it.info.Deleted || j.it.info.Type != protocol.File || j.write {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			j.temp, j.err = f.assemble(ctx, j)
+		}()
+	}
+	wg.Wait()
+	// 3. One flush for every temp file of the batch, then commit under the
+	// scanner's lock, so a scan never sees a file renamed but not recorded.
+	anyTemp := false
+	for _, j := range jobs {
+		anyTemp = anyTemp || j.temp != nil
+	}
+	if anyTemp {
+		if err := f.fs.SyncFS(); err != nil {
+			for _, j := range jobs {
+				if j.temp != nil {
+					j.temp.Abort()
+					j.temp, j.err = nil, err
+				}
+			}
+		}
+	}
+	f.scanMu.Lock()
+	var writes []index.Write
+	var written []*job
+	for _, j := range jobs {
+		if j.err == nil && j.action != conflict.Keep {
+			j.err = f.commit(j)
+		}
+		if j.err == nil && j.write {
+			writes = append(writes, index.Write{Record: j.rec, Conditional: true, IfSequence: seqOf(j)})
+			written = append(written, j)
+		}
+	}
+	if len(writes) > 0 {
+		if anyTemp {
+			// Make the renames durable before they count as held.
+			if err := f.fs.SyncFS(); err != nil {
+				f.log.Warn("flushing renames failed", "err", err)
+			}
+		}
+		err := f.ix.Apply(f.id, writes)
+		if err == nil {
+			err = f.ix.Sync()
+		}
+		for i, j := range written {
+			switch {
+			case err != nil:
+				j.err = err
+			case writes[i].Stale:
+				// A local change was recorded meanwhile: decide again.
+				j.err = fmt.Errorf("local record of %s changed meanwhile (decided from sequence %d)", j.it.info.Path, seqOf(j))
+			}
+		}
+	}
+	f.scanMu.Unlock()
+	// 4. Finish or retry each item.
+	f.mu.Lock()
+	done := 0
+	touched := map[conflict.NodeID]bool{}
+	for _, j := range jobs {
+		if j.err != nil {
+			if ctx.Err() == nil {
+				if j.it.attempts >= 2 || !errors.Is(j.err, errNoSource) {
+					f.log.Warn("could not apply a peer's version; will retry", "path", j.it.info.Path, "err", j.err, "attempt", j.it.attempts+1)
+				}
+			}
+			j.it.lastErr = j.err
+			f.queue.requeue(j.it, f.now())
+			continue
+		}
+		done++
+		for _, w := range j.it.waits {
+			if p := f.peers[w.peer]; p != nil {
+				p.wm.Finish(w.seq)
+				touched[w.peer] = true
+			}
+		}
+	}
+	f.mu.Unlock()
+	f.queue.release(done)
+	for id := range touched {
+		f.peers[id].confirm.Notify()
+	}
+	if len(writes) > 0 {
+		f.local.Notify()
+	}
+}
+
+func seqOf(j *job) uint64 {
+	if j.have {
+		return j.local.Sequence
+	}
+	return 0
+}
+
+// decide re-reads the local record and checks the disk agrees with it; a
+// local change not yet recorded is scanned first, so it is decided on like
+// any other version and never silently overwritten.
+func (f *Folder) decide(ctx context.Context, j *job) {
+	fi := &j.it.info
+	for attempt := 0; ; attempt++ {
+		local, have, err := f.ix.Get(f.id, fi.Path)
+		if err != nil {
+			j.err = err
+			return
+		}
+		j.local, j.have = local, have
+		st, lerr := f.fs.Lstat(fi.Path)
+		if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
+			j.err = lerr
+			return
+		}
+		if diskMatches(&local, have, st, lerr == nil) {
+			break
+		}
+		if attempt > 0 {
+			j.err = fmt.Errorf("%s is changing on disk", fi.Path)
+			return
+		}
+		f.log.Debug("disk differs from the index; scanning before deciding", "path", fi.Path)
+		f.scanMu.Lock()
+		err = f.scan.ScanPaths(ctx, []string{fi.Path})
+		f.scanMu.Unlock()
+		if err != nil {
+			j.err = err
+			return
+		}
+	}
+	if !j.have {
+		j.action = conflict.Take
+		if fi.Deleted {
+			// Nothing here to delete: remember the tombstone so that the
+			// path is not resurrected by a peer that missed the delete.
+			j.rec, j.write = f.recordFor(fi, nil), true
+			j.action = conflict.Keep
+		}
+		return
+	}
+	j.action = conflict.Resolve(recordVersion(&j.local), infoVersion(fi))
+	if j.action == conflict.Keep {
+		return
+	}
+	// Same content already here (a metadata change, or identical
+	// concurrent writes): no transfer.
+	if !fi.Deleted && !j.local.Deleted && j.local.Type == index.Type(fi.Type) &&
+		content(j.local.Type, j.local.Manifest.Chunks, j.local.Target) == content(index.Type(fi.Type), fi.Chunks, fi.Target) {
+		if err := f.applyMeta(fi); err != nil {
+			j.err = err
+			return
+		}
+		st, err := f.fs.Lstat(fi.Path)
+		if err != nil {
+			j.err = err
+			return
+		}
+		j.rec, j.write = f.recordFor(fi, st), true
+		j.action = conflict.Take
+	}
+}
+
+// diskMatches reports whether what is on disk is what the record says, as
+// far as the quick check goes (type, and for files size, mtime and inode).
+func diskMatches(r *index.Record, have bool, st fs.FileInfo, exists bool) bool {
+	if !have || r.Deleted {
+		return !exists
+	}
+	if !exists {
+		return false
+	}
+	switch r.Type {
+	case index.Dir:
+		return st.IsDir()
+	case index.Symlink:
+		return st.Mode()&fs.ModeSymlink != 0
+	}
+	if !st.Mode().IsRegular() || st.Size() != r.Size || st.ModTime().UnixNano() != r.MTime {
+		return false
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && r.Inode != 0 && sys.Ino != r.Inode {
+		return false
+	}
+	return true
+}
+
+// assemble writes the remote file under a temp name from local and remote
+// chunks.
+func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
+	fi := &j.it.info
+	locate := func(h chunker.Hash) []Location {
+		locs, err := f.ix.Locate(h, 4)
+		if err != nil {
+			return nil
+		}
+		var out []Location
+		for _, l := range locs {
+			if l.Folder == f.id {
+				out = append(out, Location{Path: l.Path, Offset: l.Offset})
+			}
+		}
+		return out
+	}
+	steps := Plan(chunker.Manifest{Chunks: fi.Chunks}, locate, j.it.sources)
+	temp, err := f.fs.Create(fi.Path, 0o755)
+	if err != nil {
+		return nil, err
+	}
+	file := temp.File()
+	if err := file.Truncate(int64(fi.Size)); err != nil {
+		temp.Abort()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, chunksPerFile)
+	errc := make(chan error, 1)
+	var wg sync.WaitGroup
+	for i := range steps {
+		s := &steps[i]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			data, err := f.obtain(ctx, s)
+			if err == nil {
+				for _, off := range s.Offsets {
+					if _, err = file.WriteAt(data, off); err != nil {
+						break
+					}
+				}
+			}
+			if err != nil {
+				select {
+				case errc <- fmt.Errorf("%s: chunk %s: %w", fi.Path, s.Ref.Hash.Short(), err):
+				default:
+				}
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		temp.Abort()
+		return nil, err
+	default:
+	}
+	if ctx.Err() != nil {
+		temp.Abort()
+		return nil, ctx.Err()
+	}
+	return temp, nil
+}
+
+// obtain gets one chunk's bytes: from this node's disk if a copy is still
+// intact, else from the peers that hold it, in the planned order.
+func (f *Folder) obtain(ctx context.Context, s *Step) ([]byte, error) {
+	for _, l := range s.Local {
+		if data, err := f.readLocalChunk(l.Path, l.Offset, s.Ref); err == nil {
+			return data, nil
+		}
+	}
+	var last error = errNoSource
+	for _, id := range s.Peers {
+		f.mu.Lock()
+		var conn Conn
+		if p := f.peers[id]; p != nil {
+			conn = p.conn
+		}
+		f.mu.Unlock()
+		if conn == nil {
+			continue
+		}
+		data, err := conn.RequestChunk(ctx, protocol.ChunkRequest{Folder: f.id, Hash: s.Ref.Hash, Length: s.Ref.Length})
+		if err == nil {
+			return data, nil
+		}
+		last = err
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return nil, last
+}
+
+// commit puts a decided item in place on disk and prepares its record.
+func (f *Folder) commit(j *job) error {
+	fi := &j.it.info
+	if j.write { // metadata-only or tombstone: nothing more on disk
+		return nil
+	}
+	// Re-check right before replacing: the window for a local write to be
+	// overwritten is from here to the rename.
+	st, lerr := f.fs.Lstat(fi.Path)
+	if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
+		j.abort()
+		return lerr
+	}
+	if !diskMatches(&j.local, j.have, st, lerr == nil) {
+		j.abort()
+		return fmt.Errorf("%s changed on disk", fi.Path)
+	}
+	if j.action == conflict.TakeConflict {
+		if err := f.keepLoser(j); err != nil {
+			j.abort()
+			return err
+		}
+	}
+	var err error
+	switch {
+	case fi.Deleted:
+		err = f.fs.Remove(fi.Path)
+	case fi.Type == protocol.Dir:
+		if j.have && !j.local.Deleted && j.local.Type != index.Dir {
+			if err = f.fs.Remove(fi.Path); err != nil {
+				break
+			}
+		}
+		if err = f.fs.MkdirAll(fi.Path, fs.FileMode(fi.Mode)&fs.ModePerm); err == nil {
+			err = f.applyMeta(fi)
+		}
+	case fi.Type == protocol.Symlink:
+		if j.have && !j.local.Deleted && j.local.Type == index.Dir {
+			if err = f.fs.Remove(fi.Path); err != nil {
+				break
+			}
+		}
+		err = f.fs.Symlink(fi.Path, fi.Target, 0o755)
+	default:
+		if j.have && !j.local.Deleted && j.local.Type == index.Dir {
+			if err = f.fs.Remove(fi.Path); err != nil {
+				j.abort()
+				break
+			}
+		}
+		err = j.temp.Commit(f.meta(fi))
+		j.temp = nil
+	}
+	if err != nil {
+		return err
+	}
+	var after fs.FileInfo
+	if !fi.Deleted {
+		if after, err = f.fs.Lstat(fi.Path); err != nil {
+			return err
+		}
+	}
+	j.rec, j.write = f.recordFor(fi, after), true
+	return nil
+}
+
+func (j *job) abort() {
+	if j.temp != nil {
+		j.temp.Abort()
+		j.temp = nil
+	}
+}
+
+// recordFor makes the index record of an applied version; st is the entry
+// on disk after applying (nil for a tombstone).
+func (f *Folder) recordFor(fi *protocol.FileInfo, st fs.FileInfo) index.Record {
+	r := fromInfo(fi)
+	if st != nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			r.Inode, r.Device = sys.Ino, uint64(sys.Dev)
+			r.UID, r.GID = sys.Uid, sys.Gid
+		}
+		if fi.Type == protocol.File {
+			r.MTime = st.ModTime().UnixNano()
+		}
+	}
+	return r
+}
+
+// meta returns the metadata a file is given: the sender's mode and mtime,
+// and ownership per the folder's configuration when running as root.
+func (f *Folder) meta(fi *protocol.FileInfo) vfs.Meta {
+	m := vfs.Meta{Mode: fs.FileMode(fi.Mode) & (fs.ModePerm), MTime: time.Unix(0, fi.ModTime)}
+	if fi.Mode&0o4000 != 0 {
+		m.Mode |= fs.ModeSetuid
+	}
+	if fi.Mode&0o2000 != 0 {
+		m.Mode |= fs.ModeSetgid
+	}
+	if fi.Mode&0o1000 != 0 {
+		m.Mode |= fs.ModeSticky
+	}
+	if os.Geteuid() == 0 {
+		m.Chown = true
+		m.UID, m.GID = int(fi.UID), int(fi.GID)
+		if uid, gid, ok := f.owner(); ok {
+			if uid >= 0 {
+				m.UID = uid
+			}
+			if gid >= 0 {
+				m.GID = gid
+			}
+		}
+	}
+	return m
+}
+
+// owner resolves the folder's configured owner and group (-1 when unset).
+func (f *Folder) owner() (uid, gid int, ok bool) {
+	uid, gid = -1, -1
+	if name := f.opts.Folder.Owner; name != "" {
+		if u, err := user.Lookup(name); err == nil {
+			uid, _ = strconv.Atoi(u.Uid)
+		}
+	}
+	if name := f.opts.Folder.Group; name != "" {
+		if g, err := user.LookupGroup(name); err == nil {
+			gid, _ = strconv.Atoi(g.Gid)
+		}
+	}
+	return uid, gid, uid >= 0 || gid >= 0
+}
+
+// applyMeta gives an existing entry the version's mode and mtime.
+func (f *Folder) applyMeta(fi *protocol.FileInfo) error {
+	if fi.Type == protocol.Symlink {
+		return nil
+	}
+	m := f.meta(fi)
+	if err := f.fs.Chmod(fi.Path, m.Mode); err != nil {
+		return err
+	}
+	if m.Chown {
+		if err := f.fs.Lchown(fi.Path, m.UID, m.GID); err != nil {
+			return err
+		}
+	}
+	if fi.Type == protocol.File {
+		return f.fs.Chtimes(fi.Path, m.MTime)
+	}
+	return nil
+}
+
+// keepLoser copies the local content that lost a conflict to the conflict
+// store and records it.
+func (f *Folder) keepLoser(j *job) error {
+	fi := &j.it.info
+	now := f.now()
+	entry := control.Conflict{
+		Folder: f.id,
+		Path:   fi.Path,
+		Winner: f.peerName(fi.Origin),
+		Loser:  f.peerName(j.local.Origin),
+		Time:   now.UTC(),
+	}
+	if j.local.Type == index.File && !j.local.Deleted {
+		dst := f.conflictPath(fi.Path, entry.Loser, now)
+		if err := mkdirFor(dst); err != nil {
+			return err
+		}
+		if err := f.fs.CopyOut(fi.Path, dst); err != nil {
+			return fmt.Errorf("keep losing version of %s: %w", fi.Path, err)
+		}
+		entry.Copy = dst
+	}
+	f.log.Warn("conflict: keeping the losing version", "path", fi.Path, "winner", entry.Winner, "loser", entry.Loser, "copy", entry.Copy)
+	return f.conflict.add(entry)
+}

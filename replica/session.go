@@ -1,0 +1,229 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"lockstep/conflict"
+	"lockstep/index"
+	"lockstep/protocol"
+	"lockstep/vfs"
+)
+
+// Limits of one IndexUpdate: enough files to amortise a message, small
+// enough to stay far below the frame limit and keep latency low.
+const (
+	maxBatchFiles = 1000
+	maxBatchBytes = 4 << 20
+)
+
+var errBatchFull = errors.New("batch full")
+
+// Session is the folder's side of one connection to a peer.
+type Session struct {
+	f     *Folder
+	p     *peer
+	conn  Conn
+	epoch uint64 // our index epoch when the session began
+	// cursor is the last sequence of our index sent to the peer.
+	cursor uint64
+}
+
+// Attach registers a connection to peer id, whose hello for this folder is
+// theirs, and returns the session to Run. It must return before the
+// connection's messages are handed to HandleIndex, so that they are
+// judged against the peer's current index epoch.
+func (f *Folder) Attach(id conflict.NodeID, conn Conn, theirs protocol.HelloFolder) (*Session, error) {
+	info, err := f.ix.Info(f.id)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.peers[id]
+	if !ok {
+		return nil, fmt.Errorf("folder %s is not shared with %016x", f.id, uint64(id))
+	}
+	if p.progress.PeerEpoch != theirs.Epoch {
+		// The peer rebuilt its index: its sequences start over.
+		if p.progress.PeerEpoch != 0 {
+			f.log.Info("peer index epoch changed; receiving it from the start", "peer", p.Name)
+		}
+		p.progress.PeerEpoch = theirs.Epoch
+		p.progress.Received = 0
+		p.wm = newWatermark(0)
+		p.confirmed = 0
+	}
+	p.conn = conn
+	p.lastSeen = f.now()
+	// The peer tells how far it has our index; a different epoch means it
+	// has nothing of this incarnation.
+	cursor := theirs.PeerSequence
+	if theirs.PeerEpoch != info.Epoch || cursor > info.Sequence {
+		cursor = 0
+	}
+	f.log.Info("peer connected", "peer", p.Name)
+	return &Session{f: f, p: p, conn: conn, epoch: info.Epoch, cursor: cursor}, nil
+}
+
+// Run streams the folder's index to the peer and confirms the peer's
+// announcements as they are applied, until ctx ends or the connection
+// closes.
+func (s *Session) Run(ctx context.Context) error {
+	f, p, conn := s.f, s.p, s.conn
+	defer func() {
+		f.mu.Lock()
+		if p.conn == conn {
+			p.conn = nil
+			p.lastSeen = f.now()
+		}
+		f.mu.Unlock()
+		f.log.Info("peer disconnected", "peer", p.Name)
+	}()
+	cursor := s.cursor
+	for {
+		localC := f.local.C()
+		f.mu.Lock()
+		confirmC := p.confirm.C()
+		mark := p.wm.Mark()
+		sendConfirm := mark != p.confirmed
+		epoch := p.progress.PeerEpoch
+		f.mu.Unlock()
+
+		if sendConfirm {
+			if err := conn.Send(ctx, &protocol.Confirm{Folder: f.id, Epoch: epoch, Through: mark}); err != nil {
+				return err
+			}
+			f.mu.Lock()
+			p.confirmed = mark
+			p.progress.Received = mark
+			prog := p.progress
+			f.mu.Unlock()
+			if err := f.ix.SetProgress(f.id, p.ID, prog); err != nil {
+				return err
+			}
+		}
+		next, sent, err := f.sendBatch(ctx, conn, s.epoch, cursor)
+		if err != nil {
+			return err
+		}
+		cursor = next
+		if sent {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-conn.Done():
+			return nil
+		case <-localC:
+		case <-confirmC:
+		}
+	}
+}
+
+// sendBatch sends the index entries after cursor, up to one batch, and
+// returns the new cursor and whether there was anything to send.
+func (f *Folder) sendBatch(ctx context.Context, conn Conn, epoch, cursor uint64) (uint64, bool, error) {
+	u := &protocol.IndexUpdate{Folder: f.id, Epoch: epoch, After: cursor, Through: cursor}
+	size := 0
+	err := f.ix.Since(ctx, f.id, cursor, func(r index.Record) error {
+		u.Files = append(u.Files, toInfo(&r))
+		u.Through = r.Sequence
+		size += 64 + len(r.Path) + len(r.Target) + 36*len(r.Manifest.Chunks) + 12*len(r.Version)
+		if len(u.Files) >= maxBatchFiles || size >= maxBatchBytes {
+			return errBatchFull
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errBatchFull) {
+		return cursor, false, err
+	}
+	if len(u.Files) == 0 {
+		return cursor, false, nil
+	}
+	if err := conn.Send(ctx, u); err != nil {
+		return cursor, false, err
+	}
+	return u.Through, true, nil
+}
+
+// HandleIndex takes a peer's announcement: every entry is decided against
+// the local record, and what must change joins the pull queue. It blocks
+// while the queue is full, which slows the peer's stream down instead of
+// buffering without bound.
+func (f *Folder) HandleIndex(ctx context.Context, id conflict.NodeID, u *protocol.IndexUpdate) error {
+	f.mu.Lock()
+	p, ok := f.peers[id]
+	if ok {
+		p.lastSeen = f.now()
+	}
+	stale := ok && u.Epoch != p.progress.PeerEpoch
+	f.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("index update for folder %s from a peer it is not shared with", f.id)
+	}
+	if stale {
+		return nil // sent before the epoch change the hello told us of
+	}
+	for i := range u.Files {
+		fi := &u.Files[i]
+		f.opts.Clock.Observe(fi.Stamp)
+		if err := f.admit(ctx, p, fi); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	p.wm.Received(u.Through)
+	f.mu.Unlock()
+	p.confirm.Notify()
+	return nil
+}
+
+// admit decides one announced entry and queues it when it needs work.
+func (f *Folder) admit(ctx context.Context, p *peer, fi *protocol.FileInfo) error {
+	if err := vfs.CheckPath(fi.Path); err != nil {
+		f.log.Warn("refused an unsafe path from a peer", "peer", p.Name, "path", fi.Path, "err", err)
+		return nil
+	}
+	if f.ignored(fi.Path, fi.Type == protocol.Dir) {
+		return nil
+	}
+	local, have, err := f.ix.Get(f.id, fi.Path)
+	if err != nil {
+		return err
+	}
+	if have {
+		switch conflict.Resolve(recordVersion(&local), infoVersion(fi)) {
+		case conflict.Keep:
+			return nil
+		}
+	}
+	return f.queue.add(ctx, f, p.ID, fi)
+}
+
+// HandleConfirm takes a peer's confirmation that it holds our index up to a
+// sequence.
+func (f *Folder) HandleConfirm(id conflict.NodeID, c *protocol.Confirm) error {
+	info, err := f.ix.Info(f.id)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	p, ok := f.peers[id]
+	if !ok || c.Epoch != info.Epoch || c.Through > info.Sequence {
+		f.mu.Unlock()
+		return nil
+	}
+	p.lastSeen = f.now()
+	if c.Through <= p.progress.Confirmed {
+		f.mu.Unlock()
+		return nil
+	}
+	p.progress.Confirmed = c.Through
+	prog := p.progress
+	f.mu.Unlock()
+	f.confirmed.Notify()
+	return f.ix.SetProgress(f.id, id, prog)
+}
