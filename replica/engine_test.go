@@ -331,7 +331,14 @@ func TestReplicatesCreateModifyDelete(t *testing.T) {
 		t.Fatalf("a small edit sent %d bytes of chunks, want at most a couple of chunks", sent)
 	}
 
-	// Deleting on b reaches a.
+	// Deleting on b reaches a. (Wait for b to have recorded the edit: a
+	// delete of the older version would be concurrent with the edit, and
+	// the edit would rightly win.)
+	eventually(t, "edit recorded on b", func() bool {
+		ra, _, _ := a.ix.Get("docroot", "dir/sub/file.bin")
+		rb, _, _ := b.ix.Get("docroot", "dir/sub/file.bin")
+		return rb.Version.Compare(ra.Version) == conflict.Equal
+	})
 	os.Remove(filepath.Join(b.dir, "dir/sub/file.bin"))
 	b.record("dir/sub/file.bin")
 	eventually(t, "delete on a", func() bool {
