@@ -27,8 +27,8 @@ test: build ## gofmt check, go vet, and every test with -race (end-to-end includ
 unit: ## fast tests only (no -race, no end-to-end)
 	$(GO) test -short $(PKGS)
 
-run: build ## start the local demo
-	./scripts/demo.sh
+run: build ## a three-node demo cluster on 127.0.0.1 (Ctrl-C stops it)
+	./scripts/cluster-demo.sh
 
 bench: ## Go benchmarks, -count=$(BENCHCOUNT), output ready for benchstat
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) $(PKGS) | tee bench.out

@@ -44,12 +44,12 @@ type testNode struct {
 // is given with whole-file hashing and no quick check.
 type testScanner struct{ n *testNode }
 
-func (s testScanner) Scan(ctx context.Context) error { return nil }
-func (s testScanner) ScanPaths(ctx context.Context, paths []string) error {
+func (s testScanner) Scan(ctx context.Context) ([]string, error) { return nil, nil }
+func (s testScanner) ScanPaths(ctx context.Context, paths []string) ([]string, error) {
 	for _, p := range paths {
 		s.n.record(p)
 	}
-	return nil
+	return nil, nil
 }
 
 func newTestNode(t *testing.T, name string, id conflict.NodeID, peers []Peer) *testNode {

@@ -22,11 +22,12 @@ import (
 // Scanner records local changes of the folder in the index. The engine
 // calls it from one goroutine at a time.
 type Scanner interface {
-	// Scan compares the whole folder with the index.
-	Scan(ctx context.Context) error
+	// Scan compares the whole folder with the index. It returns the paths
+	// that were changing while read, to scan again shortly.
+	Scan(ctx context.Context) (retry []string, err error)
 	// ScanPaths compares the given relative paths (and, for directories,
 	// their subtrees) with the index.
-	ScanPaths(ctx context.Context, paths []string) error
+	ScanPaths(ctx context.Context, paths []string) (retry []string, err error)
 }
 
 // Conn is the engine's view of a connection to a peer.
@@ -79,15 +80,16 @@ type Folder struct {
 	// local is notified whenever the folder's index gains sequences, to
 	// wake the peer senders; confirmed when a peer confirms, to wake Wait.
 	local, confirmed *signal
-	// scanMu serialises the scanner: the watcher loop, the puller's
-	// pre-overwrite checks and Wait all scan.
+	// scanMu serialises the scanner with itself (the watcher loop, the
+	// puller's pre-overwrite checks and Wait all scan) and with the
+	// puller's commits, so that a scan never sees a file renamed into
+	// place but not yet recorded.
 	scanMu sync.Mutex
 
 	mu       sync.Mutex
 	state    string
 	errMsg   string
 	queue    *queue
-	busy     map[string]bool // paths the puller is replacing right now
 	conflict *conflictLog
 }
 
@@ -123,7 +125,6 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		confirmed: newSignal(),
 		state:     control.StateScanning,
 		queue:     newQueue(),
-		busy:      map[string]bool{},
 	}
 	stored, err := opts.Index.Peers(opts.Folder.ID)
 	if err != nil {
@@ -197,68 +198,74 @@ type Batch struct {
 }
 
 func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
-	if err := f.fullScan(ctx); err != nil {
-		return err
+	// Paths that were changing while scanned are scanned again once they
+	// had time to settle.
+	var retry []string
+	var retryC <-chan time.Time
+	schedule := func(paths []string) {
+		if len(paths) == 0 {
+			return
+		}
+		retry = append(retry, paths...)
+		if retryC == nil {
+			retryC = time.After(max(f.opts.Folder.Settle, 50*time.Millisecond))
+		}
 	}
+	schedule(f.fullScan(ctx))
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-retryC:
+			paths := retry
+			retry, retryC = nil, nil
+			schedule(f.scanPaths(ctx, paths))
 		case b, ok := <-batches:
 			if !ok {
 				return nil
 			}
 			if b.Rescan {
-				if err := f.fullScan(ctx); err != nil {
-					return err
-				}
+				schedule(f.fullScan(ctx))
 				continue
 			}
-			f.scanPaths(ctx, b.Paths)
+			schedule(f.scanPaths(ctx, b.Paths))
 		}
 	}
 }
 
-func (f *Folder) fullScan(ctx context.Context) error {
+func (f *Folder) fullScan(ctx context.Context) []string {
 	f.setState(control.StateScanning, "")
 	start := f.now()
 	f.scanMu.Lock()
-	err := f.scan.Scan(ctx)
+	retry, err := f.scan.Scan(ctx)
 	f.scanMu.Unlock()
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil
 		}
+		// Keep running: the next watcher batch or rescan tries again.
 		f.setState(control.StateError, err.Error())
 		f.log.Error("scan failed", "err", err)
-		// Keep running: the next watcher batch or rescan tries again.
-		return nil
+		return retry
 	}
 	f.log.Debug("scan done", "dur", f.now().Sub(start))
 	f.updateState()
 	f.local.Notify()
-	return nil
+	return retry
 }
 
-func (f *Folder) scanPaths(ctx context.Context, paths []string) {
-	f.mu.Lock()
-	keep := paths[:0:0]
-	for _, p := range paths {
-		if !f.busy[p] {
-			keep = append(keep, p)
-		}
-	}
-	f.mu.Unlock()
-	if len(keep) == 0 {
-		return
+func (f *Folder) scanPaths(ctx context.Context, paths []string) []string {
+	if len(paths) == 0 {
+		return nil
 	}
 	f.scanMu.Lock()
-	err := f.scan.ScanPaths(ctx, keep)
+	retry, err := f.scan.ScanPaths(ctx, paths)
 	f.scanMu.Unlock()
 	if err != nil && ctx.Err() == nil {
-		f.log.Warn("scan of changed paths failed", "err", err, "paths", len(keep))
+		f.log.Warn("scan of changed paths failed", "err", err, "paths", len(paths))
 	}
 	f.local.Notify()
+	return retry
 }
 
 // updateState sets idle or syncing from the pull queue, unless the folder

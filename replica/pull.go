@@ -38,7 +38,23 @@ func (f *Folder) pullLoop(ctx context.Context) {
 		f.mu.Unlock()
 		if len(items) > 0 {
 			f.setState(control.StateSyncing, "")
-			f.applyBatch(ctx, items)
+			// Directories first, committed and recorded on their own:
+			// otherwise the files' temp names would create them, and the
+			// scanner would record them as local directories meanwhile.
+			var dirs, rest []*item
+			for _, it := range items {
+				if it.info.Type == protocol.Dir && !it.info.Deleted {
+					dirs = append(dirs, it)
+				} else {
+					rest = append(rest, it)
+				}
+			}
+			if len(dirs) > 0 {
+				f.applyBatch(ctx, dirs)
+			}
+			if len(rest) > 0 {
+				f.applyBatch(ctx, rest)
+			}
 			f.updateState()
 			continue
 		}
@@ -211,7 +227,7 @@ func (f *Folder) decide(ctx context.Context, j *job) {
 		}
 		f.log.Debug("disk differs from the index; scanning before deciding", "path", fi.Path)
 		f.scanMu.Lock()
-		err = f.scan.ScanPaths(ctx, []string{fi.Path})
+		_, err = f.scan.ScanPaths(ctx, []string{fi.Path})
 		f.scanMu.Unlock()
 		if err != nil {
 			j.err = err
@@ -394,7 +410,10 @@ func (f *Folder) commit(j *job) error {
 		j.abort()
 		return lerr
 	}
-	if !diskMatches(&j.local, j.have, st, lerr == nil) {
+	// A directory that appeared meanwhile is fine for a directory: the
+	// batch's own files create their parents.
+	sameDir := fi.Type == protocol.Dir && !fi.Deleted && lerr == nil && st.IsDir()
+	if !sameDir && !diskMatches(&j.local, j.have, st, lerr == nil) {
 		j.abort()
 		return fmt.Errorf("%s changed on disk", fi.Path)
 	}

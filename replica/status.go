@@ -156,9 +156,10 @@ func (f *Folder) Wait(ctx context.Context, rels []string) (control.WaitResponse,
 }
 
 // currentSequence records rel if the disk is ahead of the index and
-// returns the sequence of its current version.
+// returns the sequence of its current version. A file still changing is
+// waited for, until ctx ends.
 func (f *Folder) currentSequence(ctx context.Context, rel string) (uint64, error) {
-	for attempt := 0; attempt < 2; attempt++ {
+	for settled := 0; ; {
 		r, have, err := f.ix.Get(f.id, rel)
 		if err != nil {
 			return 0, err
@@ -167,20 +168,37 @@ func (f *Folder) currentSequence(ctx context.Context, rel string) (uint64, error
 		if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
 			return 0, lerr
 		}
-		if diskMatches(&r, have, st, lerr == nil) && have {
+		if diskMatches(&r, have, st, lerr == nil) {
+			if !have {
+				return 0, fmt.Errorf("%w: %s does not exist in folder %s", control.ErrBadRequest, rel, f.id)
+			}
 			return r.Sequence, nil
 		}
-		if attempt == 0 {
-			f.scanMu.Lock()
-			err := f.scan.ScanPaths(ctx, []string{rel})
-			f.scanMu.Unlock()
-			if err != nil {
-				return 0, err
+		if f.ignored(rel, lerr == nil && st.IsDir()) {
+			return 0, fmt.Errorf("%w: %s is ignored in folder %s", control.ErrBadRequest, rel, f.id)
+		}
+		f.scanMu.Lock()
+		retry, err := f.scan.ScanPaths(ctx, []string{rel})
+		f.scanMu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		f.local.Notify()
+		if len(retry) == 0 {
+			if settled++; settled > 3 {
+				return 0, fmt.Errorf("%w: %s could not be recorded in folder %s", control.ErrBadRequest, rel, f.id)
 			}
-			f.local.Notify()
+			continue
+		}
+		{
+			// Still being written: look again once it had time to settle.
+			select {
+			case <-ctx.Done():
+				return 0, fmt.Errorf("%s is still changing", rel)
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
-	return 0, fmt.Errorf("%w: %s is not recorded in folder %s (ignored, or still changing)", control.ErrBadRequest, rel, f.id)
 }
 
 // missing lists the paths whose sequences are not committed yet, naming

@@ -47,6 +47,13 @@ type command struct {
 // commands lists every verb, in the order help shows them.
 var commands = []command{
 	// one entry per verb, each defined in cmd_<verb>.go
+	chunkCommand,
+	initCommand,
+	idCommand,
+	runCommand,
+	statusCommand,
+	waitCommand,
+	conflictsCommand,
 }
 
 func findCommand(name string) (command, bool) {

@@ -1,0 +1,418 @@
+// Package daemon wires lockstep's parts into the process `lockstep run`
+// starts: the identity, the index, one replication engine per folder with
+// its scanner and watcher, the QUIC transport and the control socket. It
+// owns every goroutine of the process and stops them all when its context
+// ends.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"lockstep/config"
+	"lockstep/conflict"
+	"lockstep/control"
+	"lockstep/identity"
+	"lockstep/ignore"
+	"lockstep/index"
+	"lockstep/protocol"
+	"lockstep/replica"
+	"lockstep/transport"
+	"lockstep/vfs"
+	"lockstep/watcher"
+)
+
+// memoryLimit is the soft limit given to the Go runtime: the daemon's
+// working set is bounded caches and queues, so a limit keeps the garbage
+// collector from letting the heap grow with the number of files.
+const memoryLimit = 512 << 20
+
+// Daemon is one running node.
+type Daemon struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	id      identity.Identity
+	ix      *index.Index
+	tr      *transport.Transport
+	folders map[string]*folder
+	names   map[conflict.NodeID]string
+}
+
+// folder is one synced folder's parts.
+type folder struct {
+	engine  *replica.Folder
+	fs      *vfs.Folder
+	watcher *watcher.Watcher
+}
+
+// New opens everything the daemon needs and checks it fits together; it
+// starts no goroutine. Close releases what New opened when Run is not
+// called.
+func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	id, err := identity.Load(cfg.Node.DataDir)
+	if err != nil {
+		if errors.Is(err, identity.ErrNotFound) {
+			return nil, fmt.Errorf("%w (create one with: lockstep init --data-dir %s)", err, cfg.Node.DataDir)
+		}
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}}
+	var peers []transport.Peer
+	byName := map[string]identity.NodeID{}
+	for _, p := range cfg.Peers {
+		pid, err := identity.Parse(p.ID)
+		if err != nil {
+			return nil, fmt.Errorf("peer %s: %w", p.Name, err)
+		}
+		if pid == id.ID {
+			return nil, fmt.Errorf("peer %s has this node's own ID %s", p.Name, id.ID)
+		}
+		byName[p.Name] = pid
+		d.names[pid.Short()] = p.Name
+		peers = append(peers, transport.Peer{ID: pid, Name: p.Name, Address: p.Address})
+	}
+	debug.SetMemoryLimit(memoryLimit)
+	ix, err := index.Open(cfg.Node.DataDir, index.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	d.ix = ix
+	clock := &replica.Clock{}
+	for _, fc := range cfg.Folders {
+		fo, err := d.openFolder(fc, byName, clock)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("folder %s: %w", fc.ID, err)
+		}
+		d.folders[fc.ID] = fo
+	}
+	tr, err := transport.New(transport.Config{
+		Identity: id,
+		Listen:   cfg.Node.Listen,
+		Peers:    peers,
+		Logger:   log,
+		Handler:  d.handleConn,
+		Chunks:   d,
+	})
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.tr = tr
+	return d, nil
+}
+
+func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID, clock *replica.Clock) (*folder, error) {
+	match, err := ignore.New(fc.Ignore)
+	if err != nil {
+		return nil, err
+	}
+	fs, err := vfs.Open(fc.Path)
+	if err != nil {
+		return nil, err
+	}
+	var peers []replica.Peer
+	for _, name := range fc.Peers {
+		peers = append(peers, replica.Peer{Name: name, ID: byName[name].Short()})
+	}
+	log := d.log.With("folder", fc.ID)
+	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), clock, match, log)
+	if err != nil {
+		fs.Close()
+		return nil, err
+	}
+	engine, err := replica.New(replica.Options{
+		Folder:      fc,
+		Name:        d.cfg.Node.Name,
+		Self:        d.id.ID.Short(),
+		Peers:       peers,
+		Index:       d.ix,
+		Clock:       clock,
+		ConflictDir: filepath.Join(d.cfg.Node.DataDir, "conflicts", fc.ID),
+		Logger:      d.log,
+		Ignore:      match.Match,
+	}, sc, fs)
+	if err != nil {
+		fs.Close()
+		return nil, err
+	}
+	w, err := watcher.New(fc.Path, watcher.Options{
+		Settle:         fc.Settle,
+		RescanInterval: rescanInterval(fc.Rescan),
+		Ignore:         match.Match,
+		Logger:         log,
+	})
+	if err != nil {
+		fs.Close()
+		return nil, err
+	}
+	return &folder{engine: engine, fs: fs, watcher: w}, nil
+}
+
+// rescanInterval maps the config's "0 disables" to the watcher's "< 0
+// disables".
+func rescanInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// Close releases what New opened. Run closes them itself.
+func (d *Daemon) Close() {
+	for _, f := range d.folders {
+		f.fs.Close()
+	}
+	if d.ix != nil {
+		d.ix.Close()
+		d.ix = nil
+	}
+}
+
+// Run runs the node until ctx ends, then stops every part and returns.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	fail := func(err error) {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			cancel(err)
+		}
+	}
+	start := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("%s: %w", name, err))
+			}
+		}()
+	}
+	start("index", d.ix.Run)
+	for id, f := range d.folders {
+		batches := make(chan watcher.Batch, 16)
+		engineIn := make(chan replica.Batch, 16)
+		start("watcher "+id, func(ctx context.Context) error { return f.watcher.Run(ctx, batches) })
+		start("relay "+id, func(ctx context.Context) error {
+			defer close(engineIn)
+			for b := range batches {
+				select {
+				case engineIn <- replica.Batch{Paths: b.Paths, Rescan: b.Rescan}:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			return nil
+		})
+		start("folder "+id, func(ctx context.Context) error { return f.engine.Run(ctx, engineIn) })
+	}
+	start("transport", d.tr.Run)
+	start("control", control.NewServer(d.cfg.Node.Control, d, d.log).Run)
+	d.log.Info("lockstep running", "node", d.cfg.Node.Name, "id", d.id.ID.String(), "listen", d.cfg.Node.Listen, "folders", len(d.folders))
+	<-ctx.Done()
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	d.log.Info("lockstep stopped")
+	return nil
+}
+
+// handleConn runs one peer connection: hellos, then per shared folder a
+// session streaming our index, and the dispatch of the peer's messages.
+func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
+	peerID := c.Peer().ID
+	short := peerID.Short()
+	log := d.log.With("peer", c.Peer().Name)
+	hello := &protocol.Hello{Version: protocol.Version, ID: d.id.ID, Name: d.cfg.Node.Name}
+	var shared []*replica.Folder
+	for _, f := range d.folders {
+		if !f.engine.Shares(short) {
+			continue
+		}
+		hf, err := f.engine.Hello(short)
+		if err != nil {
+			log.Error("hello", "err", err)
+			return
+		}
+		hello.Folders = append(hello.Folders, hf)
+		shared = append(shared, f.engine)
+	}
+	if err := c.Send(ctx, hello); err != nil {
+		return
+	}
+	m, err := c.Receive(ctx)
+	if err != nil {
+		return
+	}
+	theirs, ok := m.(*protocol.Hello)
+	if !ok {
+		c.Close(fmt.Errorf("%w: expected Hello, got %s", protocol.ErrProtocol, m.Type()))
+		return
+	}
+	if theirs.ID != peerID {
+		c.Close(fmt.Errorf("%w: hello names another node ID", protocol.ErrProtocol))
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	byID := map[string]*replica.Folder{}
+	for _, f := range shared {
+		for _, hf := range theirs.Folders {
+			if hf.ID != f.ID() {
+				continue
+			}
+			sess, err := f.Attach(short, c, hf)
+			if err != nil {
+				log.Error("attach folder session", "folder", f.ID(), "err", err)
+				return
+			}
+			byID[f.ID()] = f
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := sess.Run(ctx); err != nil && ctx.Err() == nil {
+					log.Warn("folder session ended", "folder", f.ID(), "err", err)
+					cancel()
+				}
+			}()
+		}
+	}
+	for {
+		m, err := c.Receive(ctx)
+		if err != nil {
+			return
+		}
+		switch m := m.(type) {
+		case *protocol.IndexUpdate:
+			if f := byID[m.Folder]; f != nil {
+				err = f.HandleIndex(ctx, short, m)
+			}
+		case *protocol.Confirm:
+			if f := byID[m.Folder]; f != nil {
+				err = f.HandleConfirm(short, m)
+			}
+		case *protocol.Error:
+			log.Warn("peer reported an error", "err", m)
+			return
+		default:
+			err = fmt.Errorf("%w: unexpected %s", protocol.ErrProtocol, m.Type())
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("closing connection", "err", err)
+				c.Close(err)
+			}
+			return
+		}
+	}
+}
+
+// ReadChunk serves a peer's chunk request (transport.ChunkServer).
+func (d *Daemon) ReadChunk(ctx context.Context, peer identity.NodeID, req protocol.ChunkRequest) ([]byte, error) {
+	f, ok := d.folders[req.Folder]
+	if !ok || !f.engine.Shares(peer.Short()) {
+		return nil, fmt.Errorf("folder %q: %w", req.Folder, protocol.ErrNoFolder)
+	}
+	return f.engine.ReadChunk(ctx, req)
+}
+
+// Status answers the control API (control.Backend).
+func (d *Daemon) Status(ctx context.Context, folderID string) (control.Status, error) {
+	st := control.Status{Node: d.cfg.Node.Name, ID: d.id.ID.String(), Folders: []control.FolderStatus{}}
+	for _, fc := range d.cfg.Folders {
+		if folderID != "" && fc.ID != folderID {
+			continue
+		}
+		fs, err := d.folders[fc.ID].engine.Status(ctx)
+		if err != nil {
+			return st, err
+		}
+		st.Folders = append(st.Folders, fs)
+	}
+	if folderID != "" && len(st.Folders) == 0 {
+		return st, fmt.Errorf("%w: no folder %q in this node's configuration", control.ErrBadRequest, folderID)
+	}
+	return st, nil
+}
+
+// Conflicts answers the control API (control.Backend).
+func (d *Daemon) Conflicts(ctx context.Context, folderID string) ([]control.Conflict, error) {
+	var out []control.Conflict
+	found := false
+	for _, fc := range d.cfg.Folders {
+		if folderID != "" && fc.ID != folderID {
+			continue
+		}
+		found = true
+		list, err := d.folders[fc.ID].engine.Conflicts()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, list...)
+	}
+	if folderID != "" && !found {
+		return nil, fmt.Errorf("%w: no folder %q in this node's configuration", control.ErrBadRequest, folderID)
+	}
+	return out, nil
+}
+
+// Wait answers the control API (control.Backend): paths are absolute and
+// grouped by folder.
+func (d *Daemon) Wait(ctx context.Context, paths []string) (control.WaitResponse, error) {
+	byFolder := map[*replica.Folder][]string{}
+	var order []*replica.Folder
+	for _, p := range paths {
+		f, rel, err := d.locate(p)
+		if err != nil {
+			return control.WaitResponse{}, err
+		}
+		if _, ok := byFolder[f]; !ok {
+			order = append(order, f)
+		}
+		byFolder[f] = append(byFolder[f], rel)
+	}
+	resp := control.WaitResponse{Committed: true}
+	for _, f := range order {
+		r, err := f.Wait(ctx, byFolder[f])
+		if err != nil {
+			return r, err
+		}
+		if !r.Committed {
+			resp.Committed = false
+			for _, m := range r.Missing {
+				m.Path = filepath.Join(f.Path(), filepath.FromSlash(m.Path))
+				resp.Missing = append(resp.Missing, m)
+			}
+		}
+	}
+	return resp, nil
+}
+
+// locate maps an absolute path to its folder and folder-relative path.
+func (d *Daemon) locate(p string) (*replica.Folder, string, error) {
+	clean := filepath.Clean(p)
+	for _, fc := range d.cfg.Folders {
+		rel, err := filepath.Rel(fc.Path, clean)
+		if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+			continue
+		}
+		rel = filepath.ToSlash(rel)
+		if err := vfs.CheckPath(rel); err != nil {
+			return nil, "", fmt.Errorf("%w: %v", control.ErrBadRequest, err)
+		}
+		return d.folders[fc.ID].engine, rel, nil
+	}
+	return nil, "", fmt.Errorf("%w: %s is not inside a synced folder", control.ErrBadRequest, p)
+}

@@ -1,0 +1,41 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+
+	"lockstep/config"
+	"lockstep/conflict"
+	"lockstep/ignore"
+	"lockstep/index"
+	"lockstep/replica"
+	"lockstep/scanner"
+)
+
+// scanAdapter presents a scanner.Scanner as the engine's Scanner.
+type scanAdapter struct{ s *scanner.Scanner }
+
+func (a scanAdapter) Scan(ctx context.Context) ([]string, error) {
+	res, err := a.s.Scan(ctx)
+	return res.Retry, err
+}
+
+func (a scanAdapter) ScanPaths(ctx context.Context, paths []string) ([]string, error) {
+	res, err := a.s.ScanPaths(ctx, paths)
+	return res.Retry, err
+}
+
+func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock *replica.Clock, match *ignore.Matcher, log *slog.Logger) (replica.Scanner, error) {
+	s, err := scanner.New(ix, scanner.Config{
+		Folder: fc.ID,
+		Dir:    fc.Path,
+		Local:  self,
+		Clock:  clock,
+		Ignore: match,
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return scanAdapter{s}, nil
+}
