@@ -1,0 +1,99 @@
+package index
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"lockstep/chunker"
+)
+
+const benchRecords = 100_000
+
+// benchFile is a one-chunk file record, as a small file of a web root.
+func benchFile(i int) Record {
+	r := Record{Path: fmt.Sprintf("d%02d/s%02d/file%06d.php", i%100, i/100%10, i), Type: File, Mode: 0o644,
+		Size: 1024, MTime: 1_700_000_000_000_000_000 + int64(i), Inode: uint64(i), Device: 2049, UID: 33, GID: 33,
+		Version: vec(0xa1, 1), Stamp: 1 << 20, Origin: 0xa1}
+	r.Manifest.Chunks = []chunker.Ref{{Hash: chunker.Sum(fmt.Appendf(nil, "%d", i)), Length: 1024}}
+	return r
+}
+
+// filledIndex returns an index holding benchRecords file records.
+func filledIndex(b *testing.B) *Index {
+	b.Helper()
+	ix := openTest(b, b.TempDir())
+	batch := make([]Record, 0, 1000)
+	for i := range benchRecords {
+		batch = append(batch, benchFile(i))
+		if len(batch) == cap(batch) {
+			put(b, ix, "f", batch...)
+			batch = batch[:0]
+		}
+	}
+	return ix
+}
+
+// BenchmarkApply measures storing new records in batches of 1000, as a
+// first scan does: record, sequence entry, chunk location and counts.
+func BenchmarkApply(b *testing.B) {
+	ix := openTest(b, b.TempDir())
+	batch := make([]Record, 1000)
+	n := 0
+	for b.Loop() {
+		for i := range batch {
+			batch[i] = benchFile(n)
+			n++
+		}
+		if err := ix.Put("f", batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+	size, _ := ix.DiskSize()
+	b.ReportMetric(float64(size)/float64(n), "disk_B/record")
+}
+
+// BenchmarkWalk measures reading every record of a folder in path order.
+func BenchmarkWalk(b *testing.B) {
+	ix := filledIndex(b)
+	n := 0
+	for b.Loop() {
+		err := ix.Walk(context.Background(), "f", "", func(Record) error { n++; return nil })
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkChildren measures listing every directory's children, as a
+// rescan does.
+func BenchmarkChildren(b *testing.B) {
+	ix := filledIndex(b)
+	n := 0
+	for b.Loop() {
+		for d := range 100 {
+			for s := range 10 {
+				err := ix.Children(context.Background(), "f", fmt.Sprintf("d%02d/s%02d", d, s), func(Record) error { n++; return nil })
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkSince measures streaming the whole sequence log, as a new peer
+// needs.
+func BenchmarkSince(b *testing.B) {
+	ix := filledIndex(b)
+	n := 0
+	for b.Loop() {
+		if err := ix.Since(context.Background(), "f", 0, func(Record) error { n++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+}

@@ -1,0 +1,66 @@
+// Package index is this node's record of every synced folder: one Badger
+// database (in <data_dir>/index) holding, per folder, a record per path
+// (file, directory or symlink, with its stat data, chunk manifest, version
+// vector, HLC stamp, origin node and tombstone flag), a sequence log, the
+// chunk locations, per-peer progress and folder metadata (epoch, counts,
+// root device). The key layout is described in keys.go; records use a
+// versioned binary encoding (record.go), not gob or JSON, so they stay
+// small and a decoder can refuse what it does not understand.
+//
+// # Invariants
+//
+// Every write of a record changes, in the same Badger transaction, the
+// record, its entry in the sequence log, its chunk locations and the
+// folder's counts. Hence, at every commit and after a crash at any point:
+//
+//   - each record has exactly one sequence-log entry, under its own
+//     Sequence, and the log has no other entries: a path that changes
+//     loses its old entry, so the log holds one entry per path, and
+//     streaming it from sequence S (Since) yields every path changed after
+//     S once, with its latest version;
+//   - each live file's chunks have a location entry (hash → path, offset)
+//     and no other location entries exist;
+//   - the counts in FolderInfo equal what a scan of the records would give;
+//   - sequences grow: each write takes the folder's next one, and
+//     ResetFolder continues above the old ones.
+//
+// One exception keeps transactions bounded: a record whose chunk
+// locations do not fit in one transaction (a file of many gigabytes) is
+// stored with a pending entry holding its previous chunk list; the
+// locations are then moved in further transactions and the pending entry
+// removed last. Open finishes any such move a crash interrupted, before it
+// returns, so the invariants hold for every opened Index.
+//
+// Records and metadata read back are validated; bytes that do not decode
+// give an error wrapping ErrCorrupt that names the folder and key, never a
+// panic (FuzzDecodeRecord).
+//
+// # Durability
+//
+// Badger runs with SyncWrites off: a commit writes to Badger's memory-mapped
+// write-ahead log and returns without fsync. That survives a crash of the
+// process (kill -9), since the kernel holds the pages, but not a power
+// loss or kernel crash. Index.Sync flushes the log: call it before telling
+// anyone that a version is durable (a quorum confirmation), and at the end
+// of a scan. Apply batches many records per transaction, so a first scan of
+// many files costs a few commits, not one fsync per file.
+//
+// # Memory
+//
+// Badger's defaults (64 MiB memtables ×5, 256 MiB block cache, unbounded
+// table indexes) peak above 1 GiB on a million keys. The index runs with
+// two 16 MiB memtables, no compression and so no block cache (tables are
+// read through the page cache), table indexes and bloom filters in a
+// 16 MiB cache instead of all in memory, two compactors, values up to
+// 64 KiB kept in the LSM tree (a record with a manifest of up to ~1900
+// chunks; iteration then never reads the value log) and 128 MiB value-log
+// files. Badger's largest transaction is 15% of a memtable (~2.4 MiB), which
+// Apply respects. The daemon also sets a soft limit with
+// debug.SetMemoryLimit.
+//
+// # Maintenance
+//
+// Open starts no goroutine of its own (Badger starts its compactors). Run,
+// called by the daemon, does periodic maintenance (Maintain): removing the
+// data ResetFolder left behind, and Badger's value-log garbage collection.
+package index

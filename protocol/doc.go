@@ -1,0 +1,33 @@
+// Package protocol is the wire format two lockstep nodes speak: framing, the
+// message types and their binary codec. It does no I/O of its own beyond the
+// io.Reader and io.Writer it is handed, so it is tested over net.Pipe and
+// fuzzed directly; QUIC, TLS and compression live in package transport.
+//
+// A frame is a 5-byte header — message type (1 byte) and payload length
+// (4 bytes, big-endian) — followed by the payload. Integers in payloads are
+// unsigned varints unless noted, strings and vectors are length-prefixed, and
+// a ChunkResponse ends with its data so that a writer can send the bytes it
+// was given without copying them.
+//
+// Invariants:
+//   - Decoding never panics and never allocates more than the frame it was
+//     given could describe: every count is checked against the bytes left,
+//     every length against a constant bound (MaxPayload, MaxPathLen,
+//     MaxChunkSize, ...), before anything is allocated.
+//   - A decoded message is valid: paths are relative, slash-separated and
+//     clean; version vectors satisfy conflict.Vector.Valid; a file's chunk
+//     lengths add up to its size; an index batch's sequences increase inside
+//     its declared range. Encoding refuses what decoding would refuse, so a
+//     node never sends a frame its peer must reject.
+//   - Unknown message types, unknown flag bits and trailing bytes are errors.
+//     Compatibility is negotiated up front instead: the protocol version is
+//     part of the TLS ALPN name (see ALPN), and optional behaviour is offered
+//     in Hello.Features.
+//   - Errors that cross the wire carry a stable numeric Code.
+//
+// Reserved for a later version: a FileInfo may describe its chunk list as a
+// difference from a version the receiver already holds (flag bit 1 of the
+// FileInfo encoding, offered through a Hello feature bit). Version 1 neither
+// sends nor accepts it; a decoder that sees the bit set reports
+// CodeVersion rather than misreading the list.
+package protocol

@@ -1,0 +1,269 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"lockstep/chunker"
+	"lockstep/protocol"
+)
+
+// ErrHashMismatch reports chunk data that does not hash to what was asked.
+var ErrHashMismatch = errors.New("hash mismatch")
+
+// ErrCorrupt reports chunk data that cannot be what was asked: wrong
+// length, or compressed data that does not decompress to that length.
+var ErrCorrupt = errors.New("corrupt chunk data")
+
+// maxRequestFrame bounds a ChunkRequest frame: fixed fields, folder ID and
+// hint path.
+const maxRequestFrame = 128 + protocol.MaxNameLen + protocol.MaxPathLen
+
+// maxResponseHead bounds a ChunkResponse's fields before its data.
+const maxResponseHead = 64
+
+// ChunkBufferSize returns the buffer capacity RequestChunkInto needs to
+// receive a chunk of length bytes without allocating.
+func ChunkBufferSize(length int) int { return protocol.HeaderSize + maxResponseHead + length }
+
+// RequestChunk fetches one chunk from the peer and returns its data, which
+// has req.Length bytes and hashes to req.Hash; the caller owns it. req.ID is
+// assigned here. At most Config.MaxInFlight requests per connection are in
+// flight; further calls wait their turn. A request is abandoned when ctx
+// ends, after Config.RequestTimeout, or when the connection is lost. A
+// code sent by the peer is returned as a protocol.Error (errors.Is(err,
+// protocol.ErrNotFound)); data that fails verification as ErrHashMismatch
+// or ErrCorrupt.
+func (c *Conn) RequestChunk(ctx context.Context, req protocol.ChunkRequest) ([]byte, error) {
+	return c.RequestChunkInto(ctx, req, nil)
+}
+
+// RequestChunkInto is RequestChunk with a buffer to receive into: when
+// buf's capacity is at least req.Length plus a small margin (ChunkBufferSize)
+// the returned data lives in buf — not necessarily at its start — and
+// nothing is allocated for it. Callers that write chunks out and recycle
+// their buffers save an allocation and a clearing per chunk.
+func (c *Conn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
+	fail := func(err error) ([]byte, error) {
+		return nil, fmt.Errorf("fetch chunk %s from %s: %w", req.Hash.Short(), c.peer.Name, err)
+	}
+	if req.Length == 0 || req.Length > protocol.MaxChunkSize {
+		return fail(fmt.Errorf("length %d out of range", req.Length))
+	}
+	select {
+	case c.inflight <- struct{}{}:
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	case <-c.ctx.Done():
+		return fail(c.Err())
+	}
+	defer func() { <-c.inflight }()
+
+	ctx, cancel := context.WithTimeoutCause(ctx, c.t.cfg.RequestTimeout, protocol.ErrTimeout)
+	defer cancel()
+	s, err := c.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return fail(c.streamError(ctx, err))
+	}
+	// Ending ctx cancels both directions, which unblocks Read and Write
+	// and returns the stream's credit to the peer.
+	stop := context.AfterFunc(ctx, func() {
+		s.CancelRead(quic.StreamErrorCode(protocol.CodeCanceled))
+		s.CancelWrite(quic.StreamErrorCode(protocol.CodeCanceled))
+	})
+	defer stop()
+
+	req.ID = c.nextID.Add(1)
+	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
+	if err := w.WriteMessage(&req); err != nil {
+		s.CancelRead(quic.StreamErrorCode(protocol.CodeCanceled))
+		s.CancelWrite(quic.StreamErrorCode(protocol.CodeCanceled))
+		return fail(c.streamError(ctx, err))
+	}
+	c.stats.sentRaw.Add(uint64(w.BytesWritten()))
+	s.Close()
+
+	r := protocol.NewReader(countingReader{s, &c.stats.received, nil}, maxResponseHead+int(req.Length))
+	var inflated uint64 // what decompression added to the bytes read
+	defer func() { c.stats.receivedRaw.Add(uint64(r.BytesRead()) + inflated) }()
+	m, err := r.ReadMessageInto(buf)
+	if err == nil {
+		// The stream must end after the response; reading its end also
+		// completes the stream so its credit returns.
+		if _, eerr := r.ReadMessage(); !errors.Is(eerr, io.EOF) {
+			err = fmt.Errorf("data after the response: %w", protocol.ErrProtocol)
+			if eerr != nil && !errors.Is(eerr, protocol.ErrProtocol) && !errors.Is(eerr, protocol.ErrTooLarge) {
+				err = eerr
+			}
+		}
+	}
+	if err != nil {
+		s.CancelRead(quic.StreamErrorCode(protocol.CodeCanceled))
+		err = c.streamError(ctx, err)
+		if errors.Is(err, protocol.ErrProtocol) || errors.Is(err, protocol.ErrTooLarge) {
+			c.protocolError(fmt.Errorf("chunk response from %s: %w", c.peer.Name, err))
+		}
+		return fail(err)
+	}
+	resp, ok := m.(*protocol.ChunkResponse)
+	if !ok || resp.ID != req.ID || resp.Hash != req.Hash {
+		err := fmt.Errorf("answer %s does not match request %d: %w", m.Type(), req.ID, protocol.ErrProtocol)
+		c.protocolError(fmt.Errorf("chunk response from %s: %w", c.peer.Name, err))
+		return fail(err)
+	}
+	if resp.Code != protocol.CodeOK {
+		return fail(protocol.Error{Code: resp.Code})
+	}
+	data := resp.Data
+	if resp.Compressed {
+		if data, err = decompress(resp.Data, int(req.Length), buf); err != nil {
+			c.t.log.Warn("rejected chunk", "peer", c.peer.Name, "op", "fetch", "hash", req.Hash.String(), "err", err)
+			return fail(fmt.Errorf("%w: %w", ErrCorrupt, err))
+		}
+	}
+	if len(data) != int(req.Length) {
+		c.t.log.Warn("rejected chunk", "peer", c.peer.Name, "op", "fetch", "hash", req.Hash.String(), "bytes", len(data))
+		return fail(fmt.Errorf("%w: %d bytes, want %d", ErrCorrupt, len(data), req.Length))
+	}
+	if got := chunker.Sum(data); got != req.Hash {
+		c.t.log.Warn("rejected chunk", "peer", c.peer.Name, "op", "fetch", "hash", req.Hash.String(), "got", got.String())
+		return fail(fmt.Errorf("%w: data hashes to %s", ErrHashMismatch, got.Short()))
+	}
+	inflated = uint64(len(data) - len(resp.Data))
+	c.stats.chunksReceived.Add(1)
+	c.stats.chunkBytesReceived.Add(uint64(len(data)))
+	return data, nil
+}
+
+// linkRate estimates what the connection can carry, in bytes per second:
+// the congestion window per smoothed round trip; 0 before it is known.
+func (c *Conn) linkRate() float64 {
+	st := c.qc.ConnectionStats()
+	if st.SmoothedRTT <= 0 {
+		return 0
+	}
+	return float64(st.CongestionWindow) / st.SmoothedRTT.Seconds()
+}
+
+// streamError explains a failed stream operation: the request's deadline,
+// the caller's cancellation, or the connection's end.
+func (c *Conn) streamError(ctx context.Context, err error) error {
+	if c.ctx.Err() != nil {
+		return c.Err()
+	}
+	if ctx.Err() != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, protocol.ErrTimeout) {
+			return fmt.Errorf("no answer within %v: %w", c.t.cfg.RequestTimeout, cause)
+		}
+		return ctx.Err()
+	}
+	var se *quic.StreamError
+	if errors.As(err, &se) && se.Remote {
+		return fmt.Errorf("peer cancelled the request: %w", protocol.Error{Code: protocol.Code(se.ErrorCode)})
+	}
+	return err
+}
+
+// acceptStreams serves the peer's chunk requests, one goroutine per stream.
+// QUIC's stream limit (Config.MaxServing) bounds how many run at once.
+func (c *Conn) acceptStreams() {
+	for {
+		s, err := c.qc.AcceptStream(c.ctx)
+		if err != nil {
+			return
+		}
+		c.workers.Go(func() { c.serve(s) })
+	}
+}
+
+// serve answers the one request on s.
+func (c *Conn) serve(s *quic.Stream) {
+	deadline := time.Now().Add(c.t.cfg.RequestTimeout)
+	s.SetDeadline(deadline)
+	abort := func(code protocol.Code) {
+		s.CancelRead(quic.StreamErrorCode(code))
+		s.CancelWrite(quic.StreamErrorCode(code))
+	}
+	r := protocol.NewReader(countingReader{s, &c.stats.received, &c.stats.receivedRaw}, maxRequestFrame)
+	m, err := r.ReadMessage()
+	if err == nil {
+		if _, eerr := r.ReadMessage(); !errors.Is(eerr, io.EOF) {
+			err = fmt.Errorf("more after the request: %w", protocol.ErrProtocol)
+			if eerr != nil && !errors.Is(eerr, protocol.ErrProtocol) && !errors.Is(eerr, protocol.ErrTooLarge) {
+				err = eerr
+			}
+		}
+	}
+	req, ok := m.(*protocol.ChunkRequest)
+	if err == nil && !ok {
+		err = fmt.Errorf("%s on a request stream: %w", m.Type(), protocol.ErrProtocol)
+	}
+	if err != nil {
+		abort(protocol.CodeProtocol)
+		if errors.Is(err, protocol.ErrProtocol) || errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrVersion) {
+			c.protocolError(fmt.Errorf("chunk request from %s: %w", c.peer.Name, err))
+		}
+		return
+	}
+
+	ctx, cancel := context.WithDeadline(c.ctx, deadline)
+	defer cancel()
+	// The requester giving up (STOP_SENDING) cancels the work.
+	stop := context.AfterFunc(s.Context(), cancel)
+	defer stop()
+	resp := protocol.ChunkResponse{ID: req.ID, Hash: req.Hash}
+	var data []byte
+	if c.t.cfg.Chunks == nil {
+		err = protocol.ErrNotFound
+	} else {
+		data, err = c.t.cfg.Chunks.ReadChunk(ctx, c.peer.ID, *req)
+	}
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// The requester gave up or the deadline passed: nobody is waiting
+		// for a diagnosis.
+		resp.Code = protocol.CodeCanceled
+	case err != nil:
+		resp.Code = protocol.CodeOf(err)
+		if resp.Code == protocol.CodeInternal {
+			c.t.log.Warn("cannot serve chunk", "peer", c.peer.Name, "op", "serve", "hash", req.Hash.String(), "err", err)
+		}
+	case len(data) != int(req.Length):
+		c.t.log.Warn("cannot serve chunk: wrong length from the chunk server", "peer", c.peer.Name, "op", "serve",
+			"hash", req.Hash.String(), "bytes", len(data), "want", req.Length)
+		resp.Code = protocol.CodeInternal
+	default:
+		resp.Data = data
+		var z *[]byte
+		switch c.t.cfg.Compression {
+		case CompressAuto:
+			z = c.comp.compress(data, c.linkRate())
+		case CompressAlways:
+			z = c.comp.compress(data, 0) // 0: an unknown link, always worth it
+		}
+		if z != nil {
+			defer putCompressed(z)
+			resp.Data, resp.Compressed = *z, true
+		}
+	}
+	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
+	var inflated uint64 // what compression saved on the bytes written
+	defer func() { c.stats.sentRaw.Add(uint64(w.BytesWritten()) + inflated) }()
+	if err := w.WriteMessage(&resp); err != nil {
+		abort(protocol.CodeCanceled)
+		return
+	}
+	if err := s.Close(); err != nil {
+		return
+	}
+	inflated = uint64(len(data) - len(resp.Data))
+	if resp.Code == protocol.CodeOK {
+		c.stats.chunksSent.Add(1)
+		c.stats.chunkBytesSent.Add(uint64(len(data)))
+	}
+}

@@ -1,0 +1,46 @@
+// Package transport connects lockstep nodes: QUIC over one UDP socket, TLS
+// 1.3 with both sides presenting self-signed certificates, and peers
+// authenticated by the node IDs pinned in the configuration — nothing else.
+//
+// One Transport runs per node (Run). It listens, dials every configured
+// peer that has an address, reconnects with capped, jittered exponential
+// backoff, and hands each established connection to Config.Handler, which
+// runs for as long as the connection lives.
+//
+// On a connection, each side opens one unidirectional control stream and
+// sends its control messages (Hello, IndexUpdate, Confirm, Error) there, in
+// order. Every chunk request travels on a bidirectional stream of its own,
+// so a slow chunk never holds up the control stream or other chunks.
+//
+// Invariants:
+//   - A connection exists only with a pinned peer: the listener accepts only
+//     certificates whose node ID is configured, the dialer only the ID it
+//     dialed. Every refusal is logged once with the remote address and the
+//     ID presented. The protocol version is the ALPN name; a mismatch fails
+//     the handshake with a version error.
+//   - At most one connection per peer. When both nodes dial at once, both
+//     keep the connection dialed by the node with the smaller ID; a newer
+//     connection from the same dialer replaces an older one (the peer
+//     restarted).
+//   - Nothing grows without bound on behalf of a peer: outgoing control
+//     messages and incoming ones wait in small bounded queues that push back
+//     through QUIC flow control; chunk requests in flight and served are
+//     capped per connection; every request has a deadline; every stream is
+//     read to its end or cancelled, so stream credit always returns.
+//   - Received chunk data is accepted only when it has the requested length
+//     and BLAKE3 hash; compressed data is decompressed into at most the
+//     requested length.
+//   - Run returns only after every goroutine it started has exited.
+//
+// Chunk data is compressed with zstd by the serving node when it pays
+// (Config.Compression, CompressAuto by default): when zstd shrinks it below
+// 95% and the link time saved exceeds the CPU time spent. The link's rate
+// comes from QUIC's congestion window and round-trip time, the CPU cost
+// from the compression speed measured so far; a sample of each large chunk
+// is tried before the whole. On a fast LAN with modest CPUs this sends
+// chunks raw, on slower links compressible chunks go compressed.
+//
+// Each Conn counts the bytes it moves (Stats): on the streams as sent and
+// with chunk data at its uncompressed length, chunks and their bytes, and
+// QUIC's packet bytes, for metrics and for tests that check what was sent.
+package transport
