@@ -18,6 +18,22 @@ type Status struct {
 	Node    string         `json:"node"`
 	ID      string         `json:"id"`
 	Folders []FolderStatus `json:"folders"`
+	// Traffic counts, per peer, the bytes exchanged since the daemon
+	// started, across reconnections.
+	Traffic []PeerTraffic `json:"traffic"`
+}
+
+// PeerTraffic is what this node exchanged with one peer.
+type PeerTraffic struct {
+	Name      string `json:"name"`
+	Connected bool   `json:"connected"`
+	// BytesSent and BytesReceived are stream bytes on the wire (chunk data
+	// as compressed); ChunkBytesSent and ChunkBytesReceived count chunk
+	// data uncompressed.
+	BytesSent          uint64 `json:"bytes_sent"`
+	BytesReceived      uint64 `json:"bytes_received"`
+	ChunkBytesSent     uint64 `json:"chunk_bytes_sent"`
+	ChunkBytesReceived uint64 `json:"chunk_bytes_received"`
 }
 
 // FolderStatus is one folder's state on this node.

@@ -43,6 +43,17 @@ type Daemon struct {
 	tr      *transport.Transport
 	folders map[string]*folder
 	names   map[conflict.NodeID]string
+	peers   []transport.Peer
+
+	trafficMu sync.Mutex
+	traffic   map[identity.NodeID]*traffic
+}
+
+// traffic is the byte count of one peer: finished connections summed in
+// done, plus the live connection's own counters.
+type traffic struct {
+	done transport.Stats
+	live *transport.Conn
 }
 
 // folder is one synced folder's parts.
@@ -63,7 +74,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		}
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}}
+	d := &Daemon{cfg: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}, traffic: map[identity.NodeID]*traffic{}}
 	var peers []transport.Peer
 	byName := map[string]identity.NodeID{}
 	for _, p := range cfg.Peers {
@@ -77,7 +88,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		byName[p.Name] = pid
 		d.names[pid.Short()] = p.Name
 		peers = append(peers, transport.Peer{ID: pid, Name: p.Name, Address: p.Address})
+		d.traffic[pid] = &traffic{}
 	}
+	d.peers = peers
 	debug.SetMemoryLimit(memoryLimit)
 	ix, err := index.Open(cfg.Node.DataDir, index.Options{Logger: log})
 	if err != nil {
@@ -230,6 +243,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 // session streaming our index, and the dispatch of the peer's messages.
 func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
 	peerID := c.Peer().ID
+	d.trafficMu.Lock()
+	tr := d.traffic[peerID]
+	tr.live = c
+	d.trafficMu.Unlock()
+	defer func() {
+		d.trafficMu.Lock()
+		tr.done = addStats(tr.done, c.Stats())
+		if tr.live == c {
+			tr.live = nil
+		}
+		d.trafficMu.Unlock()
+	}()
 	short := peerID.Short()
 	log := d.log.With("peer", c.Peer().Name)
 	hello := &protocol.Hello{Version: protocol.Version, ID: d.id.ID, Name: d.cfg.Node.Name}
@@ -344,7 +369,35 @@ func (d *Daemon) Status(ctx context.Context, folderID string) (control.Status, e
 	if folderID != "" && len(st.Folders) == 0 {
 		return st, fmt.Errorf("%w: no folder %q in this node's configuration", control.ErrBadRequest, folderID)
 	}
+	d.trafficMu.Lock()
+	for _, p := range d.peers {
+		tr := d.traffic[p.ID]
+		total := tr.done
+		if tr.live != nil {
+			total = addStats(total, tr.live.Stats())
+		}
+		st.Traffic = append(st.Traffic, control.PeerTraffic{
+			Name: p.Name, Connected: tr.live != nil,
+			BytesSent: total.Sent, BytesReceived: total.Received,
+			ChunkBytesSent: total.ChunkBytesSent, ChunkBytesReceived: total.ChunkBytesReceived,
+		})
+	}
+	d.trafficMu.Unlock()
 	return st, nil
+}
+
+func addStats(a, b transport.Stats) transport.Stats {
+	a.Sent += b.Sent
+	a.Received += b.Received
+	a.SentRaw += b.SentRaw
+	a.ReceivedRaw += b.ReceivedRaw
+	a.ChunksSent += b.ChunksSent
+	a.ChunksReceived += b.ChunksReceived
+	a.ChunkBytesSent += b.ChunkBytesSent
+	a.ChunkBytesReceived += b.ChunkBytesReceived
+	a.PacketBytesSent += b.PacketBytesSent
+	a.PacketBytesReceived += b.PacketBytesReceived
+	return a
 }
 
 // Conflicts answers the control API (control.Backend).

@@ -258,6 +258,22 @@ type status struct {
 			LastSeen     time.Time `json:"last_seen"`
 		} `json:"peers"`
 	} `json:"folders"`
+	Traffic []struct {
+		Name               string `json:"name"`
+		BytesSent          uint64 `json:"bytes_sent"`
+		BytesReceived      uint64 `json:"bytes_received"`
+		ChunkBytesSent     uint64 `json:"chunk_bytes_sent"`
+		ChunkBytesReceived uint64 `json:"chunk_bytes_received"`
+	} `json:"traffic"`
+}
+
+// received sums the stream bytes this node received from every peer.
+func (st status) received() (wire, chunks uint64) {
+	for _, t := range st.Traffic {
+		wire += t.BytesReceived
+		chunks += t.ChunkBytesReceived
+	}
+	return wire, chunks
 }
 
 func (nd *node) status() (status, error) {
