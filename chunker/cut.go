@@ -7,11 +7,13 @@ package chunker
 // chunk's start), never on how the input was read. Cut panics if p is
 // invalid.
 //
-// The algorithm is FastCDC with normalization level 2: skip the first Min
-// bytes, then roll fp = fp<<1 + gear[b] over each byte and cut after the
-// first byte at which fp has its top log2(Avg)+2 bits zero (up to Avg bytes)
-// or its top log2(Avg)-2 bits zero (from Avg bytes on), or after Max bytes.
-// This is part of the wire format: it must never change.
+// The algorithm is FastCDC with normalization level 2. Skip the first Min
+// bytes; from there on, roll fp = fp<<1 + gear[b] over each byte b (fp
+// starting at 0, arithmetic mod 2^64) and end the chunk after the first byte
+// at which fp has its top log2(Avg)+2 bits zero while the chunk is at most
+// Avg bytes long, or its top log2(Avg)-2 bits zero once it is longer; a
+// chunk that reaches Max bytes ends there. This is part of the wire format:
+// it must never change.
 func Cut(p Params, data []byte) int {
 	p.mustValidate()
 	small, large := p.thresholds()

@@ -1,11 +1,14 @@
 package chunker
 
 import (
+	"flag"
 	"math/bits"
 	"math/rand/v2"
 	"testing"
 	"time"
 )
+
+var randSeed = flag.Uint64("seed", 0, "seed of the randomized tests (0: from the clock)")
 
 // smallParams make chunks small enough that short test inputs hold many.
 var smallParams = Params{Min: 256, Avg: 1024, Max: 4096}
@@ -138,8 +141,11 @@ func equalInts(a, b []int) bool {
 // (random and text-like bytes, and long runs that defeat content cuts) with
 // random valid Params, Cut agrees with the naive reference everywhere.
 func TestCutMatchesNaive(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := *randSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (rerun with -seed %[1]d)", seed)
 	r := rand.New(rand.NewPCG(seed, 0x10c4))
 	rounds := 300
 	if raceEnabled {

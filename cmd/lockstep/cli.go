@@ -54,6 +54,7 @@ var commands = []command{
 	statusCommand,
 	waitCommand,
 	conflictsCommand,
+	resumeCommand,
 }
 
 func findCommand(name string) (command, bool) {
