@@ -67,6 +67,17 @@ func (c *Client) Wait(ctx context.Context, req WaitRequest) (WaitResponse, error
 	return resp, err
 }
 
+// Resume asks the daemon to re-check paused folders.
+func (c *Client) Resume(ctx context.Context, req ResumeRequest) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	var out struct{}
+	_, err = c.do(ctx, http.MethodPost, "/v1/resume", body, &out)
+	return err
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://lockstep"+path, bytes.NewReader(body))
 	if err != nil {

@@ -28,6 +28,13 @@ func (fakeBackend) Status(_ context.Context, folder string) (Status, error) {
 
 func (fakeBackend) Conflicts(context.Context, string) ([]Conflict, error) { return nil, nil }
 
+func (fakeBackend) Resume(_ context.Context, folder string, _ bool) error {
+	if folder != "" && folder != "docroot" {
+		return fmt.Errorf("%w: unknown folder %q", ErrBadRequest, folder)
+	}
+	return nil
+}
+
 func (fakeBackend) Wait(ctx context.Context, paths []string) (WaitResponse, error) {
 	if paths[0] == "/slow" {
 		<-ctx.Done()
@@ -77,6 +84,12 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if _, err := c.Status(ctx, "nope"); err == nil || !strings.Contains(err.Error(), `unknown folder "nope"`) {
 		t.Fatalf("unknown folder error = %v", err)
+	}
+	if err := c.Resume(ctx, ResumeRequest{Folder: "docroot", AcceptDeletes: true}); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	if err := c.Resume(ctx, ResumeRequest{Folder: "nope"}); err == nil {
+		t.Fatal("Resume of an unknown folder succeeded")
 	}
 	list, err := c.Conflicts(ctx, "")
 	if err != nil || len(list) != 0 {

@@ -24,6 +24,9 @@ type Backend interface {
 	// Wait blocks until every path's current version is committed, or ctx
 	// ends; it answers with what is still missing then.
 	Wait(ctx context.Context, paths []string) (WaitResponse, error)
+	// Resume re-checks a paused folder (all folders when folder is empty)
+	// and rescans it; acceptDeletes lets held-back deletions through.
+	Resume(ctx context.Context, folder string, acceptDeletes bool) error
 }
 
 // ErrBadRequest marks a Backend error as the caller's fault (an unknown
@@ -52,6 +55,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/conflicts", s.conflicts)
 	mux.HandleFunc("POST /v1/wait", s.wait)
 	mux.HandleFunc("GET /v1/wait", s.wait)
+	mux.HandleFunc("POST /v1/resume", s.resume)
 	return mux
 }
 
@@ -165,6 +169,19 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusGatewayTimeout
 	}
 	writeJSON(w, code, resp)
+}
+
+func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
+	var req ResumeRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, fmt.Errorf("%w: resume request: %v", ErrBadRequest, err))
+		return
+	}
+	if err := s.backend.Resume(r.Context(), req.Folder, req.AcceptDeletes); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -104,3 +104,9 @@ type WaitMissing struct {
 type ErrorBody struct {
 	Error string `json:"error"`
 }
+
+// ResumeRequest asks the daemon to re-check paused folders.
+type ResumeRequest struct {
+	Folder        string `json:"folder"` // empty: every folder
+	AcceptDeletes bool   `json:"accept_deletes"`
+}

@@ -136,12 +136,15 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		peers = append(peers, replica.Peer{Name: name, ID: byName[name].Short()})
 	}
 	log := d.log.With("folder", fc.ID)
-	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), clock, match, log)
+	// The engine, created after the scanner, holds the deletion guard.
+	var engine *replica.Folder
+	guard := func(folder string, deletions, total int) error { return engine.DeleteGuard(folder, deletions, total) }
+	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), clock, match, guard, d.log)
 	if err != nil {
 		fs.Close()
 		return nil, err
 	}
-	engine, err := replica.New(replica.Options{
+	engine, err = replica.New(replica.Options{
 		Folder:      fc,
 		Name:        d.cfg.Node.Name,
 		Self:        d.id.ID.Short(),
@@ -451,6 +454,22 @@ func (d *Daemon) Wait(ctx context.Context, paths []string) (control.WaitResponse
 		}
 	}
 	return resp, nil
+}
+
+// Resume answers the control API (control.Backend).
+func (d *Daemon) Resume(_ context.Context, folderID string, acceptDeletes bool) error {
+	found := false
+	for _, fc := range d.cfg.Folders {
+		if folderID != "" && fc.ID != folderID {
+			continue
+		}
+		found = true
+		d.folders[fc.ID].engine.Resume(acceptDeletes)
+	}
+	if !found {
+		return fmt.Errorf("%w: no folder %q in this node's configuration", control.ErrBadRequest, folderID)
+	}
+	return nil
 }
 
 // locate maps an absolute path to its folder and folder-relative path.

@@ -25,14 +25,15 @@ func (a scanAdapter) ScanPaths(ctx context.Context, paths []string) ([]string, e
 	return res.Retry, err
 }
 
-func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock *replica.Clock, match *ignore.Matcher, log *slog.Logger) (replica.Scanner, error) {
+func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock *replica.Clock, match *ignore.Matcher, guard scanner.DeleteGuard, log *slog.Logger) (replica.Scanner, error) {
 	s, err := scanner.New(ix, scanner.Config{
-		Folder: fc.ID,
-		Dir:    fc.Path,
-		Local:  self,
-		Clock:  clock,
-		Ignore: match,
-		Logger: log,
+		Folder:      fc.ID,
+		Dir:         fc.Path,
+		Local:       self,
+		Clock:       clock,
+		Ignore:      match,
+		Logger:      log,
+		DeleteGuard: guard,
 	})
 	if err != nil {
 		return nil, err

@@ -49,14 +49,19 @@
 //
 // Badger's defaults (64 MiB memtables ×5, 256 MiB block cache, unbounded
 // table indexes) peak above 1 GiB on a million keys. The index runs with
-// two 16 MiB memtables, no compression and so no block cache (tables are
-// read through the page cache), table indexes and bloom filters in a
-// 16 MiB cache instead of all in memory, two compactors, values up to
-// 64 KiB kept in the LSM tree (a record with a manifest of up to ~1900
-// chunks; iteration then never reads the value log) and 128 MiB value-log
-// files. Badger's largest transaction is 15% of a memtable (~2.4 MiB), which
-// Apply respects. The daemon also sets a soft limit with
-// debug.SetMemoryLimit.
+// two 4 MiB memtables (Badger's arenas and table builders are Go heap, and
+// a memtable costs about three times its size while it is flushed), no
+// compression and so no block cache (tables are read through the page
+// cache), table indexes and bloom filters in a 16 MiB cache instead of all
+// in memory, the minimum of two compactors, values up to 64 KiB kept in the
+// LSM tree (a record with a manifest of up to ~1900 chunks; iteration then
+// never reads the value log) and 128 MiB value-log files. Badger's largest
+// transaction is 15% of a memtable (~600 KiB, some 1500 new files), which
+// Apply respects by splitting. Badger maps its table files, so the pages of
+// recently written or read tables count in the process's resident set
+// (as file-backed pages the kernel may drop); the anonymous part stays
+// around 50–80 MiB whatever the index size. The daemon also sets a soft
+// limit with debug.SetMemoryLimit.
 //
 // # Maintenance
 //

@@ -74,4 +74,3 @@ func FuzzDecodeMeta(f *testing.F) {
 		}
 	})
 }
-

@@ -35,7 +35,7 @@ const Subdir = "index"
 
 // Tuning of the Badger database; see doc.go ("Memory") for why.
 const (
-	memTableSize     = 8 << 20
+	memTableSize     = 4 << 20
 	numMemtables     = 2
 	indexCacheSize   = 16 << 20
 	valueThreshold   = 64 << 10
@@ -140,9 +140,15 @@ func envInt(k string, d int64) int64 {
 }
 
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
+	o := badgerOptions0(dir, log)
+	o.TableSizeMultiplier = int(envInt("X_TSM", 2))
+	return o
+}
+
+func badgerOptions0(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithBaseTableSize(envInt("X_BTS", 2<<20)).
-		WithNumLevelZeroTables(int(envInt("X_L0", numMemtables))).
+		WithNumLevelZeroTablesStall(int(envInt("X_L0S", 8))).
 		WithBaseLevelSize(envInt("X_BLS", 10<<20)).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(false).
@@ -152,8 +158,8 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(indexCacheSize).
 		WithMemTableSize(envInt("X_MT", memTableSize)).
-		WithNumMemtables(numMemtables).
-		WithNumLevelZeroTablesStall(8).
+		WithNumMemtables(int(envInt("X_NM", numMemtables))).
+		WithNumLevelZeroTables(int(envInt("X_L0", numMemtables))).
 		WithNumCompactors(numCompactors).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(valueLogFileSize).

@@ -86,9 +86,22 @@ type Folder struct {
 	// place but not yet recorded.
 	scanMu sync.Mutex
 
-	mu       sync.Mutex
-	state    string
-	errMsg   string
+	mu sync.Mutex
+	// The folder's state is derived from these (see stateLocked).
+	scanning bool
+	pulling  bool
+	scanErr  string
+	pause    string // why the folder is paused; empty when it is not
+	// pauseDeletes is set when the pause is the deletion guard's, which
+	// only a clean full scan or an accepted deletion lifts.
+	pauseDeletes bool
+	fullScanning bool       // a full scan runs; guarded by scanMu and mu
+	deletes      []deletion // recent deletions, for the guard's window
+	// acceptDeletes lets the next scan's deletions through the guard once.
+	acceptDeletes bool
+	lastState     string
+	// rescan asks the local loop for a full scan (Resume).
+	rescan   chan struct{}
 	queue    *queue
 	conflict *conflictLog
 }
@@ -123,7 +136,8 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		peers:     map[conflict.NodeID]*peer{},
 		local:     newSignal(),
 		confirmed: newSignal(),
-		state:     control.StateScanning,
+		scanning:  true,
+		rescan:    make(chan struct{}, 1),
 		queue:     newQueue(),
 	}
 	stored, err := opts.Index.Peers(opts.Folder.ID)
@@ -154,18 +168,46 @@ func (f *Folder) Shares(id conflict.NodeID) bool {
 	return ok
 }
 
-func (f *Folder) setState(state, errMsg string) {
-	f.mu.Lock()
-	changed := f.state != state || f.errMsg != errMsg
-	f.state, f.errMsg = state, errMsg
-	f.mu.Unlock()
-	if changed {
-		if errMsg != "" {
-			f.log.Warn("folder state", "state", state, "err", errMsg)
-		} else {
-			f.log.Info("folder state", "state", state)
-		}
+// stateLocked derives the folder's state and error; f.mu must be held.
+func (f *Folder) stateLocked() (state, errMsg string) {
+	switch {
+	case f.pause != "":
+		return control.StatePaused, f.pause
+	case f.scanErr != "":
+		return control.StateError, f.scanErr
+	case f.scanning:
+		return control.StateScanning, ""
+	case f.pulling || f.queue.len() > 0:
+		return control.StateSyncing, ""
 	}
+	return control.StateIdle, ""
+}
+
+// changed logs a change of state; call it after changing what the state
+// derives from.
+func (f *Folder) changed() {
+	f.mu.Lock()
+	state, errMsg := f.stateLocked()
+	key := state + "\x00" + errMsg
+	same := key == f.lastState
+	f.lastState = key
+	f.mu.Unlock()
+	if same {
+		return
+	}
+	f.queue.wake.Notify() // a paused puller may go on
+	if errMsg != "" {
+		f.log.Warn("folder state", "state", state, "err", errMsg)
+	} else {
+		f.log.Info("folder state", "state", state)
+	}
+}
+
+func (f *Folder) set(fn func()) {
+	f.mu.Lock()
+	fn()
+	f.mu.Unlock()
+	f.changed()
 }
 
 // Run scans the folder, then keeps it in sync until ctx ends: local
@@ -216,6 +258,8 @@ func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-f.rescan:
+			schedule(f.fullScan(ctx))
 		case <-retryC:
 			paths := retry
 			retry, retryC = nil, nil
@@ -234,54 +278,61 @@ func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
 }
 
 func (f *Folder) fullScan(ctx context.Context) []string {
-	f.setState(control.StateScanning, "")
+	if !f.rootOK() {
+		return nil
+	}
+	f.set(func() { f.scanning = true })
 	start := f.now()
 	f.scanMu.Lock()
+	f.set(func() { f.fullScanning = true })
 	retry, err := f.scan.Scan(ctx)
+	f.set(func() { f.fullScanning = false })
 	f.scanMu.Unlock()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		// Keep running: the next watcher batch or rescan tries again.
-		f.setState(control.StateError, err.Error())
-		f.log.Error("scan failed", "err", err)
-		return retry
-	}
+	f.afterScan(ctx, err, true)
 	f.log.Debug("scan done", "dur", f.now().Sub(start))
-	f.updateState()
 	f.local.Notify()
 	return retry
 }
 
 func (f *Folder) scanPaths(ctx context.Context, paths []string) []string {
-	if len(paths) == 0 {
+	if len(paths) == 0 || !f.rootOK() {
 		return nil
 	}
 	f.scanMu.Lock()
 	retry, err := f.scan.ScanPaths(ctx, paths)
 	f.scanMu.Unlock()
-	if err != nil && ctx.Err() == nil {
-		f.log.Warn("scan of changed paths failed", "err", err, "paths", len(paths))
-	}
+	f.afterScan(ctx, err, false)
 	f.local.Notify()
 	return retry
 }
 
-// updateState sets idle or syncing from the pull queue, unless the folder
-// is in an error state set by a scan.
-func (f *Folder) updateState() {
-	f.mu.Lock()
-	state := control.StateIdle
-	if f.queue.len() > 0 {
-		state = control.StateSyncing
-	}
-	if f.state == control.StatePaused {
-		f.mu.Unlock()
+// afterScan updates the state from a scan's outcome: the deletion guard
+// pauses the folder, another error shows as the folder's error, and a
+// clean full scan clears both.
+func (f *Folder) afterScan(ctx context.Context, err error, full bool) {
+	if ctx.Err() != nil {
 		return
 	}
-	f.mu.Unlock()
-	f.setState(state, "")
+	switch {
+	case errors.Is(err, errHoldForFullScan):
+		select {
+		case f.rescan <- struct{}{}:
+		default:
+		}
+	case errors.Is(err, ErrMassDeletion):
+		f.set(func() { f.scanning, f.pause, f.pauseDeletes = false, err.Error(), true })
+	case err != nil:
+		f.log.Warn("scan failed", "err", err, "full", full)
+		f.set(func() { f.scanning, f.scanErr = false, err.Error() })
+	case full:
+		f.set(func() {
+			f.scanning, f.scanErr = false, ""
+			if f.pauseDeletes {
+				// The files are back, or the deletions were accepted.
+				f.pause, f.pauseDeletes = "", false
+			}
+		})
+	}
 }
 
 // Hello returns what this node tells the peer about the folder.

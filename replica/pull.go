@@ -34,10 +34,16 @@ func (f *Folder) pullLoop(ctx context.Context) {
 	for {
 		wake := f.queue.wake.C()
 		f.mu.Lock()
-		items, next := f.queue.take(f.now(), pullBatch)
+		var items []*item
+		var next time.Time
+		if f.pause == "" {
+			// A paused folder takes nothing from peers: its root may be
+			// gone, or an operator must first decide about deletions.
+			items, next = f.queue.take(f.now(), pullBatch)
+		}
 		f.mu.Unlock()
 		if len(items) > 0 {
-			f.setState(control.StateSyncing, "")
+			f.set(func() { f.pulling = true })
 			// Directories first, committed and recorded on their own:
 			// otherwise the files' temp names would create them, and the
 			// scanner would record them as local directories meanwhile.
@@ -55,10 +61,9 @@ func (f *Folder) pullLoop(ctx context.Context) {
 			if len(rest) > 0 {
 				f.applyBatch(ctx, rest)
 			}
-			f.updateState()
 			continue
 		}
-		f.updateState()
+		f.set(func() { f.pulling = false })
 		var timer <-chan time.Time
 		if !next.IsZero() {
 			t := time.NewTimer(max(next.Sub(f.now()), time.Millisecond))

@@ -52,12 +52,13 @@ func (f *Folder) Status(ctx context.Context) (control.FolderStatus, error) {
 		confirmed uint64
 	}
 	f.mu.Lock()
+	state, errMsg := f.stateLocked()
 	st := control.FolderStatus{
 		ID:    f.id,
 		Path:  f.opts.Folder.Path,
 		Mode:  string(f.opts.Folder.Mode),
-		State: f.state,
-		Error: f.errMsg,
+		State: state,
+		Error: errMsg,
 		Files: info.Files,
 		Bytes: info.Bytes,
 	}

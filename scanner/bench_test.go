@@ -15,6 +15,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,7 +38,8 @@ const (
 	benchDirEnv   = "LOCKSTEP_BENCH_DIR"
 	benchLargeEnv = "LOCKSTEP_BENCH_LARGE"
 	// benchProfileEnv names a directory where each child writes a CPU
-	// profile (cpu-<pid>.prof) of its scan, for finding what to optimise.
+	// profile of its scan (cpu-<pid>.prof) and a heap profile after it
+	// (heap-<pid>.prof), for finding what to optimise.
 	benchProfileEnv = "LOCKSTEP_BENCH_PROFILE"
 )
 
@@ -55,6 +57,7 @@ type phase struct {
 
 type phaseResult struct {
 	Seconds   float64
+	CPU       float64 // user+system seconds of the whole child
 	Stats     Stats
 	Retry     int
 	HWM       int64 // peak resident set, bytes
@@ -94,22 +97,18 @@ func benchChild(spec string) int {
 		fmt.Fprintln(os.Stderr, "bench child:", err)
 		return 2
 	}
-	runtime.GC()
-	if hf, err := os.Create("/tmp/prof/heap.prof"); err == nil {
-		pprof.WriteHeapProfile(hf)
-		hf.Close()
-	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	st, _ := os.ReadFile("/proc/self/status")
-	for _, l := range strings.Split(string(st), "\n") {
-		if strings.HasPrefix(l, "Rss") || strings.HasPrefix(l, "VmHWM") {
-			fmt.Fprintln(os.Stderr, l)
+	if dir := os.Getenv(benchProfileEnv); dir != "" {
+		runtime.GC()
+		if f, err := os.Create(filepath.Join(dir, fmt.Sprintf("heap-%d.prof", os.Getpid()))); err == nil {
+			pprof.WriteHeapProfile(f)
+			f.Close()
 		}
 	}
-	fmt.Fprintf(os.Stderr, "heapsys %d MiB heapinuse %d MiB sys %d MiB totalalloc %d MiB numgc %d\n", ms.HeapSys>>20, ms.HeapInuse>>20, ms.Sys>>20, ms.TotalAlloc>>20, ms.NumGC)
 	ix.Close()
-	out := phaseResult{Seconds: elapsed.Seconds(), Stats: res.Stats, Retry: len(res.Retry), HWM: vmHWM()}
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	out := phaseResult{Seconds: elapsed.Seconds(), Stats: res.Stats, Retry: len(res.Retry), HWM: vmHWM(),
+		CPU: float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9}
 	out.IndexSize, _ = dirBytes(filepath.Join(p.Data, index.Subdir))
 	json.NewEncoder(os.Stdout).Encode(out)
 	return 0
@@ -166,16 +165,18 @@ func runPhase(b *testing.B, p phase) phaseResult {
 }
 
 func report(b *testing.B, rs []phaseResult, files bool) {
-	var secs, hwm, idx float64
+	var secs, cpu, hwm, idx float64
 	var st Stats
 	for _, r := range rs {
 		secs += r.Seconds
+		cpu += r.CPU
 		hwm = max(hwm, float64(r.HWM))
 		idx = max(idx, float64(r.IndexSize))
 		st = r.Stats
 	}
 	secs /= float64(len(rs))
 	b.ReportMetric(secs, "scan_s")
+	b.ReportMetric(cpu/float64(len(rs)), "cpu_s")
 	if files {
 		b.ReportMetric(float64(st.Scanned)/secs, "files/s")
 	} else {

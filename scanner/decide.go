@@ -67,11 +67,11 @@ func fromUnix(st *unix.Stat_t) stat {
 type action uint8
 
 const (
-	skip    action = iota // unchanged: nothing to do
-	hash                  // a file whose content may have changed: read it
-	readTarget            // a symlink that may have changed: read its target
-	version               // record a new version from the stat alone
-	refresh               // rewrite local fields (inode, device) only
+	skip       action = iota // unchanged: nothing to do
+	hash                     // a file whose content may have changed: read it
+	readTarget               // a symlink that may have changed: read its target
+	version                  // record a new version from the stat alone
+	refresh                  // rewrite local fields (inode, device) only
 )
 
 func (a action) String() string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -19,7 +18,7 @@ func (r *run) hasher(ctx context.Context) {
 	ch := chunker.New(nil, r.s.cfg.Params)
 	for j := range r.hashCh {
 		if ctx.Err() != nil {
-			j.file.Close()
+			unix.Close(j.fd)
 			continue
 		}
 		r.hashOne(ctx, ch, j)
@@ -29,50 +28,61 @@ func (r *run) hasher(ctx context.Context) {
 // errGrew stops the read of a file that turned out longer than its stat.
 var errGrew = errors.New("file grew while being read")
 
-// sizedReader reads a file that should hold exactly size bytes and stops
-// with errGrew as soon as it holds more.
-type sizedReader struct {
-	f    *os.File
+// fileReader reads an open file descriptor that should hold exactly size
+// bytes. It reports io.EOF after size bytes without another read (the
+// final fstat notices a file that grew), and stops with errGrew if a read
+// returns more. It uses the descriptor directly: an *os.File would cost
+// two more system calls per file (the poller's fcntl and epoll_ctl).
+type fileReader struct {
+	fd   int
 	size int64
 	n    int64
 }
 
-func (s *sizedReader) Read(p []byte) (int, error) {
-	k, err := s.f.Read(p)
-	s.n += int64(k)
-	if s.n > s.size {
-		return k, errGrew
+func (r *fileReader) Read(p []byte) (int, error) {
+	if r.n >= r.size {
+		return 0, io.EOF
 	}
-	return k, err
+	if rest := r.size - r.n + 1; int64(len(p)) > rest {
+		p = p[:rest] // one byte more than expected shows growth
+	}
+	for {
+		k, err := unix.Read(r.fd, p)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		r.n += int64(k)
+		if r.n > r.size {
+			return k, errGrew
+		}
+		if k == 0 {
+			return 0, io.EOF // shorter than its stat: the caller sees n < size
+		}
+		return k, nil
+	}
 }
 
-// hashOne reads and hashes one file. The file must be the one the reader
-// saw, and must not change while it is read: its stat is compared before
-// (with the reader's) and after, and the bytes read must equal its size.
-// Otherwise it is not recorded but retried later, and its old record kept.
+// hashOne reads and hashes one file. The file must not change from the
+// reader's stat of it (before it was opened) to the end of the read: the
+// stat after the read must show the same inode, size, mtime and ctime, the
+// bytes read must equal the size, and the mtime must not be racy.
+// Otherwise the file is not recorded but retried later, and its old record
+// kept.
 func (r *run) hashOne(ctx context.Context, ch *chunker.Chunker, j hashJob) {
-	defer j.file.Close()
-	fd := int(j.file.Fd())
-	var ust unix.Stat_t
-	if err := unix.Fstat(fd, &ust); err != nil {
-		r.unreadable(j.rel, "fstat", err)
-		return
-	}
-	open := fromUnix(&ust)
-	if open.kind != kindFile || open.ino != j.st.ino || open.dev != j.st.dev || changed(j.st, open) {
-		r.retryLater(j.rel)
-		return
-	}
-	sr := &sizedReader{f: j.file, size: open.size}
+	defer unix.Close(j.fd)
+	fr := &fileReader{fd: j.fd, size: j.st.size}
 	var m chunker.Manifest
 	var err error
-	if open.size >= largeFile {
-		m, err = chunker.SplitParallel(ctx, sr, r.s.cfg.Params, r.s.cfg.Hashers)
+	if j.st.size >= largeFile {
+		m, err = chunker.SplitParallel(ctx, fr, r.s.cfg.Params, r.s.cfg.Hashers)
 	} else {
-		m, err = split(ch, sr)
+		m, err = split(ch, fr)
 	}
 	r.c.hashed.Add(1)
-	r.c.bytesHashed.Add(sr.n)
+	r.c.bytesHashed.Add(fr.n)
 	if err != nil {
 		switch {
 		case errors.Is(err, errGrew):
@@ -86,20 +96,23 @@ func (r *run) hashOne(ctx context.Context, ch *chunker.Chunker, j hashJob) {
 	if r.s.afterRead != nil {
 		r.s.afterRead(j.rel)
 	}
-	if err := unix.Fstat(fd, &ust); err != nil {
+	var ust unix.Stat_t
+	if err := unix.Fstat(j.fd, &ust); err != nil {
 		r.unreadable(j.rel, "fstat", err)
 		return
 	}
-	if end := fromUnix(&ust); changed(open, end) || sr.n != open.size || racy(end.mtime, r.s.cfg.Now()) {
+	end := fromUnix(&ust)
+	if end.kind != kindFile || end.ino != j.st.ino || end.dev != j.st.dev || changed(j.st, end) ||
+		fr.n != end.size || racy(end.mtime, r.s.cfg.Now()) {
 		r.retryLater(j.rel)
 		return
 	}
-	act := decideContent(open, m, "", j.old)
+	act := decideContent(end, m, "", j.old)
 	if act == skip {
 		r.c.skipped.Add(1)
 		return
 	}
-	r.emit(ctx, change{rec: record(j.rel, open, m, ""), old: j.old, act: act})
+	r.emit(ctx, change{rec: record(j.rel, end, m, ""), old: j.old, act: act})
 }
 
 // changed reports whether a file changed between two stats of it.

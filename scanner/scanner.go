@@ -121,7 +121,7 @@ type Scanner struct {
 
 	scanMu sync.Mutex // one scan at a time
 
-	done    Stats     // totals of finished scans, under doneMu
+	done    Stats // totals of finished scans, under doneMu
 	doneMu  sync.Mutex
 	current *counters // the running scan's counters, nil when idle
 

@@ -31,17 +31,17 @@ type item struct {
 
 // hashJob is a file to read, opened by the reader that found it.
 type hashJob struct {
-	rel  string
-	st   stat
-	old  *index.Record
-	file *os.File
+	rel string
+	st  stat
+	old *index.Record
+	fd  int // open for reading; the hasher closes it
 }
 
 // change is a decided change on its way to the writer.
 type change struct {
-	rec index.Record   // the new state; version fields are the writer's
-	old *index.Record  // the record it was decided from (nil: none)
-	act action         // version or refresh
+	rec index.Record  // the new state; version fields are the writer's
+	old *index.Record // the record it was decided from (nil: none)
+	act action        // version or refresh
 }
 
 // deletion is a path found gone: the path itself (unless childrenOnly,
@@ -394,11 +394,10 @@ func (r *run) entry(ctx context.Context, dirfd int, prefix, name string, old *in
 			}
 			return
 		}
-		j := hashJob{rel: rel, st: st, old: old, file: os.NewFile(uintptr(fd), rel)}
 		select {
-		case r.hashCh <- j:
+		case r.hashCh <- hashJob{rel: rel, st: st, old: old, fd: fd}:
 		case <-ctx.Done():
-			j.file.Close()
+			unix.Close(fd)
 		}
 	}
 	if st.kind == kindDir {

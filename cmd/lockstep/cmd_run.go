@@ -35,7 +35,7 @@ func runRun(ctx context.Context, e env, fs *flag.FlagSet, args []string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := loadDaemonConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -52,7 +52,7 @@ func runRun(ctx context.Context, e env, fs *flag.FlagSet, args []string) error {
 			case <-done:
 				return
 			case <-hup:
-				if _, err := loadConfig(*cfgPath); err != nil {
+				if _, err := loadDaemonConfig(*cfgPath); err != nil {
 					log.Error("SIGHUP: configuration is invalid; still running the loaded one", "err", err)
 				} else {
 					log.Warn("SIGHUP: configuration is valid; changes take effect after a restart")
