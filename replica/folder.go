@@ -100,10 +100,11 @@ type Folder struct {
 	// acceptDeletes lets the next scan's deletions through the guard once.
 	acceptDeletes bool
 	lastState     string
-	// rescan asks the local loop for a full scan (Resume).
-	rescan   chan struct{}
-	queue    *queue
-	conflict *conflictLog
+	// rescan asks the local loop for a full scan (Resume); holdScan for one
+	// once deletions held by the guard have stopped coming (deleteQuiet).
+	rescan, holdScan chan struct{}
+	queue            *queue
+	conflict         *conflictLog
 }
 
 // peer is the folder's state for one peer. Fields after mu are guarded by
@@ -138,6 +139,7 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		confirmed: newSignal(),
 		scanning:  true,
 		rescan:    make(chan struct{}, 1),
+		holdScan:  make(chan struct{}, 1),
 		queue:     newQueue(),
 	}
 	stored, err := opts.Index.Peers(opts.Folder.ID)
@@ -254,11 +256,20 @@ func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
 		}
 	}
 	schedule(f.fullScan(ctx))
+	// A full scan judging held deletions waits until they stop coming, so
+	// that it sees the whole extent of an `rm -rf` rather than a part.
+	held := time.NewTimer(time.Hour)
+	held.Stop()
+	defer held.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-f.rescan:
+			schedule(f.fullScan(ctx))
+		case <-f.holdScan:
+			held.Reset(deleteQuiet)
+		case <-held.C:
 			schedule(f.fullScan(ctx))
 		case <-retryC:
 			paths := retry
@@ -316,7 +327,7 @@ func (f *Folder) afterScan(ctx context.Context, err error, full bool) {
 	switch {
 	case errors.Is(err, errHoldForFullScan):
 		select {
-		case f.rescan <- struct{}{}:
+		case f.holdScan <- struct{}{}:
 		default:
 		}
 	case errors.Is(err, ErrMassDeletion):
