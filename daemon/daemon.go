@@ -24,6 +24,7 @@ import (
 	"lockstep/index"
 	"lockstep/protocol"
 	"lockstep/replica"
+	"lockstep/scanner"
 	"lockstep/transport"
 	"lockstep/vfs"
 	"lockstep/watcher"
@@ -61,6 +62,7 @@ type folder struct {
 	engine  *replica.Folder
 	fs      *vfs.Folder
 	watcher *watcher.Watcher
+	scanner *scanner.Scanner
 }
 
 // New opens everything the daemon needs and checks it fits together; it
@@ -169,7 +171,7 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		fs.Close()
 		return nil, err
 	}
-	return &folder{engine: engine, fs: fs, watcher: w}, nil
+	return &folder{engine: engine, fs: fs, watcher: w, scanner: sc.(scanAdapter).s}, nil
 }
 
 // rescanInterval maps the config's "0 disables" to the watcher's "< 0
@@ -232,6 +234,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	start("transport", d.tr.Run)
 	start("control", control.NewServer(d.cfg.Node.Control, d, d.log).Run)
+	if addr := d.cfg.Node.Metrics; addr != "" {
+		start("metrics", func(ctx context.Context) error { return d.serveMetrics(ctx, addr) })
+	}
 	d.log.Info("lockstep running", "node", d.cfg.Node.Name, "id", d.id.ID.String(), "listen", d.cfg.Node.Listen, "folders", len(d.folders))
 	<-ctx.Done()
 	wg.Wait()

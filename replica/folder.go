@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lockstep/chunker"
@@ -64,6 +65,16 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Counters count what the engine did, for metrics. Every field only grows.
+type Counters struct {
+	FilesApplied  atomic.Int64 // peers' versions put in place
+	ChunksLocal   atomic.Int64 // chunks copied from this node's files
+	BytesLocal    atomic.Int64
+	ChunksFetched atomic.Int64 // chunks fetched from peers
+	BytesFetched  atomic.Int64
+	Conflicts     atomic.Int64 // losing versions kept
+}
+
 // Folder is the engine of one synced folder. Create it with New, start it
 // with Run, and connect peers with Serve while it runs.
 type Folder struct {
@@ -105,6 +116,9 @@ type Folder struct {
 	rescan, holdScan chan struct{}
 	queue            *queue
 	conflict         *conflictLog
+
+	// Counters are updated by the engine and read by metrics.
+	Counters Counters
 }
 
 // peer is the folder's state for one peer. Fields after mu are guarded by

@@ -182,6 +182,9 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 			continue
 		}
 		done++
+		if j.action != conflict.Keep {
+			f.Counters.FilesApplied.Add(1)
+		}
 		for _, w := range j.it.waits {
 			if p := f.peers[w.peer]; p != nil {
 				p.wm.Finish(w.seq)
@@ -376,6 +379,8 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 func (f *Folder) obtain(ctx context.Context, s *Step) ([]byte, error) {
 	for _, l := range s.Local {
 		if data, err := f.readLocalChunk(l.Path, l.Offset, s.Ref); err == nil {
+			f.Counters.ChunksLocal.Add(1)
+			f.Counters.BytesLocal.Add(int64(len(data)))
 			return data, nil
 		}
 	}
@@ -392,6 +397,8 @@ func (f *Folder) obtain(ctx context.Context, s *Step) ([]byte, error) {
 		}
 		data, err := conn.RequestChunk(ctx, protocol.ChunkRequest{Folder: f.id, Hash: s.Ref.Hash, Length: s.Ref.Length})
 		if err == nil {
+			f.Counters.ChunksFetched.Add(1)
+			f.Counters.BytesFetched.Add(int64(len(data)))
 			return data, nil
 		}
 		last = err
@@ -580,6 +587,7 @@ func (f *Folder) keepLoser(j *job) error {
 		}
 		entry.Copy = dst
 	}
+	f.Counters.Conflicts.Add(1)
 	f.log.Warn("conflict: keeping the losing version", "path", fi.Path, "winner", entry.Winner, "loser", entry.Loser, "copy", entry.Copy)
 	return f.conflict.add(entry)
 }
