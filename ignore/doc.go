@@ -15,7 +15,8 @@
 //   - '*' matches any run of characters except '/', '?' one character
 //     except '/', "[...]" one character from a class (ranges, "[!...]" or
 //     "[^...]" negation, POSIX classes like "[[:digit:]]"), '\' escapes the
-//     next character;
+//     next character; '?' and classes match one UTF-8 character, where git
+//     matches one byte;
 //   - "**" (or more stars) as a whole component matches any number of components: a
 //     leading "**/" matches at any depth, "/**/" matches zero or more
 //     directories, and a trailing "/**" matches everything inside (but not

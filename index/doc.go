@@ -48,19 +48,29 @@
 // # Memory
 //
 // Badger's defaults (64 MiB memtables ×5, 256 MiB block cache, unbounded
-// table indexes) peak above 1 GiB on a million keys. The index runs with
-// two 4 MiB memtables (Badger's arenas and table builders are Go heap, and
-// a memtable costs about three times its size while it is flushed), no
-// compression and so no block cache (tables are read through the page
-// cache), table indexes and bloom filters in a 16 MiB cache instead of all
-// in memory, the minimum of two compactors, values up to 64 KiB kept in the
-// LSM tree (a record with a manifest of up to ~1900 chunks; iteration then
-// never reads the value log) and 128 MiB value-log files. Badger's largest
-// transaction is 15% of a memtable (~600 KiB, some 1500 new files), which
-// Apply respects by splitting. Badger maps its table files, so the pages of
-// recently written or read tables count in the process's resident set
-// (as file-backed pages the kernel may drop); the anonymous part stays
-// around 50–80 MiB whatever the index size. The daemon also sets a soft
+// table indexes, tables doubling in size per level) peak above 1 GiB on a
+// million keys. Badger's arenas and table builders live on the Go heap, so
+// the index runs with:
+//
+//   - two 4 MiB memtables: a memtable costs about three times its size
+//     while it is flushed;
+//   - no compression, hence no block cache: tables are read through the
+//     page cache;
+//   - table indexes and bloom filters in a 16 MiB cache, not all in memory;
+//   - 2 MiB tables at every level (TableSizeMultiplier 1): a compaction
+//     builds up to 13 tables at once, each in a buffer of twice the table
+//     size, and tables doubling per level made that hundreds of MiB;
+//   - the minimum of two compactors;
+//   - values up to 64 KiB kept in the LSM tree (a manifest of up to ~1900
+//     chunks), so iteration never reads the value log; 128 MiB value-log
+//     files for the rare larger record.
+//
+// Badger's largest transaction is then 15% of a memtable (~600 KiB, some
+// 1500 new files), which Apply respects by splitting. Badger maps its table
+// files, so the pages of tables written or read recently count in the
+// process's resident set as file-backed pages (about the index's size
+// after a first scan; the kernel can drop them at will), on top of an
+// anonymous part that stays near 50–150 MiB. The daemon also sets a soft
 // limit with debug.SetMemoryLimit.
 //
 // # Maintenance

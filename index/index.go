@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -132,24 +131,8 @@ func Open(dataDir string, o Options) (ix *Index, err error) {
 	return ix, nil
 }
 
-func envInt(k string, d int64) int64 {
-	if v, err := strconv.ParseInt(os.Getenv(k), 10, 64); err == nil {
-		return v
-	}
-	return d
-}
-
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
-	o := badgerOptions0(dir, log)
-	o.TableSizeMultiplier = int(envInt("X_TSM", 2))
-	return o
-}
-
-func badgerOptions0(dir string, log *slog.Logger) badger.Options {
-	return badger.DefaultOptions(dir).
-		WithBaseTableSize(envInt("X_BTS", 2<<20)).
-		WithNumLevelZeroTablesStall(int(envInt("X_L0S", 8))).
-		WithBaseLevelSize(envInt("X_BLS", 10<<20)).
+	o := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(false).
 		WithDetectConflicts(false).
@@ -157,13 +140,20 @@ func badgerOptions0(dir string, log *slog.Logger) badger.Options {
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(indexCacheSize).
-		WithMemTableSize(envInt("X_MT", memTableSize)).
-		WithNumMemtables(int(envInt("X_NM", numMemtables))).
-		WithNumLevelZeroTables(int(envInt("X_L0", numMemtables))).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(numMemtables).
+		WithNumLevelZeroTables(numMemtables).
+		WithNumLevelZeroTablesStall(8).
 		WithNumCompactors(numCompactors).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(valueLogFileSize).
 		WithNumGoroutines(2)
+	// Tables of one size at every level: a compaction builds up to 13
+	// tables at once, each in a buffer of twice the table size, and
+	// tables that double per level made that hundreds of MiB at a
+	// million files.
+	o.TableSizeMultiplier = 1
+	return o
 }
 
 // load checks the schema version, loads the folder names, and finishes any

@@ -837,3 +837,42 @@ func consistencyError(ix *Index) error {
 	}
 	return nil
 }
+
+func TestFoldersSyncAndSize(t *testing.T) {
+	dir := t.TempDir()
+	ix := openTest(t, dir)
+	if ix.Dir() != filepath.Join(dir, Subdir) {
+		t.Errorf("Dir() = %q", ix.Dir())
+	}
+	a, err := ix.Info("a")
+	if err != nil || a.Epoch == 0 || a.Sequence != 0 || a.Entries() != 0 {
+		t.Fatalf("Info of a new folder = %+v, %v", a, err)
+	}
+	if again, _ := ix.Info("a"); again.Epoch != a.Epoch {
+		t.Error("the epoch changed between two Info calls")
+	}
+	if err := ix.SetRootDevice("b", 2049); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := ix.Info("b"); b.RootDevice != 2049 || b.Epoch == a.Epoch {
+		t.Errorf("folder b: %+v", b)
+	}
+	got := ix.Folders()
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("Folders() = %v", got)
+	}
+	put(t, ix, "a", fileRec("x", "data"))
+	if err := ix.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ix.DiskSize(); err != nil || n <= 0 {
+		t.Errorf("DiskSize = %d, %v", n, err)
+	}
+	// Everything survives a reopen, epochs included.
+	ix.Close()
+	ix = openTest(t, dir)
+	if a2, _ := ix.Info("a"); a2.Epoch != a.Epoch || a2.Files != 1 || a2.Sequence != 1 {
+		t.Errorf("after reopen: %+v (epoch was %x)", a2, a.Epoch)
+	}
+}

@@ -266,7 +266,10 @@ func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
 		}
 		retry = append(retry, paths...)
 		if retryC == nil {
-			retryC = time.After(max(f.opts.Folder.Settle, 50*time.Millisecond))
+			// The scanner refuses files whose mtime is under 25 ms old
+			// (a second write in the same clock tick would be invisible
+			// to its quick check): look again just after that.
+			retryC = time.After(30 * time.Millisecond)
 		}
 	}
 	schedule(f.fullScan(ctx))
