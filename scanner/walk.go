@@ -354,7 +354,13 @@ func (r *run) entry(ctx context.Context, dirfd int, prefix, name string, old *in
 	if live(old) && old.Type == index.Dir && st.kind != kindDir {
 		r.addDeletion(ctx, deletion{rel: rel, childrenOnly: true})
 	}
-	switch act := decide(st, old); act {
+	act := decide(st, old)
+	if act == skip && st.kind == kindFile && r.s.isRacy(rel) {
+		// Recorded while its mtime was fresh: a later write in the same
+		// clock tick would not show in the quick check, so read it.
+		act = hash
+	}
+	switch act {
 	case skip:
 		r.c.skipped.Add(1)
 	case version, refresh:
