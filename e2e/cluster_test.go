@@ -61,6 +61,7 @@ type node struct {
 	config  string
 	logPath string
 	folders map[string]string // folder id → path
+	netns   string            // network namespace to run in; empty: this one
 	cmd     *exec.Cmd
 	waitErr chan error
 }
@@ -183,6 +184,10 @@ func (nd *node) start() {
 		nd.t.Fatal(err)
 	}
 	cmd := exec.Command(binary, "run", "--config", nd.config)
+	if nd.netns != "" {
+		// ip execs the binary in place, so signals reach the daemon.
+		cmd = exec.Command("ip", "netns", "exec", nd.netns, binary, "run", "--config", nd.config)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		nd.t.Fatalf("start %s: %v", nd.name, err)
