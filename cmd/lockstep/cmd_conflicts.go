@@ -21,19 +21,13 @@ func runConflicts(ctx context.Context, e env, fs *flag.FlagSet, args []string) e
 	cfgPath := configFlag(fs)
 	asJSON := fs.Bool("json", false, "print the list as JSON")
 	folder := fs.String("folder", "", "list only the folder with this `id`")
-	if err := parseFlags(e, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	cfg, err := loadConfig(*cfgPath)
+	client, err := clientFor(e, fs, args, cfgPath)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	list, err := control.NewClient(cfg.Node.Control).Conflicts(ctx, *folder)
+	list, err := client.Conflicts(ctx, *folder)
 	if err != nil {
 		return err
 	}

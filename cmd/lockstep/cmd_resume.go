@@ -21,19 +21,13 @@ func runResume(ctx context.Context, e env, fs *flag.FlagSet, args []string) erro
 	cfgPath := configFlag(fs)
 	folder := fs.String("folder", "", "resume only the folder with this `id`")
 	accept := fs.Bool("accept-deletes", false, "let the deletions held back by the guard propagate")
-	if err := parseFlags(e, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	cfg, err := loadConfig(*cfgPath)
+	client, err := clientFor(e, fs, args, cfgPath)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := control.NewClient(cfg.Node.Control).Resume(ctx, control.ResumeRequest{Folder: *folder, AcceptDeletes: *accept}); err != nil {
+	if err := client.Resume(ctx, control.ResumeRequest{Folder: *folder, AcceptDeletes: *accept}); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "rescan requested; see 'lockstep status'")

@@ -28,19 +28,13 @@ func runStatus(ctx context.Context, e env, fs *flag.FlagSet, args []string) erro
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	folder := fs.String("folder", "", "show only the folder with this `id`")
 	maxLag := fs.Duration("max-lag", 0, "exit 1 if a folder is not idle/syncing or a peer lags more than `duration`")
-	if err := parseFlags(e, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	cfg, err := loadConfig(*cfgPath)
+	client, err := clientFor(e, fs, args, cfgPath)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	st, err := control.NewClient(cfg.Node.Control).Status(ctx, *folder)
+	st, err := client.Status(ctx, *folder)
 	if err != nil {
 		return err
 	}

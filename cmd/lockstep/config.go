@@ -2,9 +2,27 @@ package main
 
 import (
 	"errors"
+	"flag"
 
 	"lockstep/config"
+	"lockstep/control"
 )
+
+// clientFor finishes a client command's flags, which take no positional
+// argument, and returns a client of the daemon its configuration names.
+func clientFor(e env, fs *flag.FlagSet, args []string, cfgPath *string) (*control.Client, error) {
+	if err := parseFlags(e, fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	return control.NewClient(cfg.Node.Control), nil
+}
 
 // loadConfig reads the configuration for a command that talks to the
 // daemon: it needs the control socket, not the folders, so a folder whose
