@@ -368,9 +368,13 @@ func (d *Daemon) Status(ctx context.Context, folderID string) (control.Status, e
 		if folderID != "" && fc.ID != folderID {
 			continue
 		}
-		fs, err := d.folders[fc.ID].engine.Status(ctx)
+		fo := d.folders[fc.ID]
+		fs, err := fo.engine.Status(ctx)
 		if err != nil {
 			return st, err
+		}
+		if m := fo.watcher.Mode(); m.State == watcher.Polling {
+			fs.Warning = fmt.Sprintf("not watching, rescanning periodically since %s: %s", m.Since.UTC().Format(time.RFC3339), m.Reason)
 		}
 		st.Folders = append(st.Folders, fs)
 	}

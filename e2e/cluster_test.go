@@ -247,14 +247,15 @@ type status struct {
 	Node    string `json:"node"`
 	ID      string `json:"id"`
 	Folders []struct {
-		ID    string `json:"id"`
-		Path  string `json:"path"`
-		Mode  string `json:"mode"`
-		State string `json:"state"`
-		Files int64  `json:"files"`
-		Bytes int64  `json:"bytes"`
-		Error string `json:"error"`
-		Peers []struct {
+		ID      string `json:"id"`
+		Path    string `json:"path"`
+		Mode    string `json:"mode"`
+		State   string `json:"state"`
+		Files   int64  `json:"files"`
+		Bytes   int64  `json:"bytes"`
+		Error   string `json:"error"`
+		Warning string `json:"warning"`
+		Peers   []struct {
 			Name         string    `json:"name"`
 			Connected    bool      `json:"connected"`
 			PendingFiles int64     `json:"pending_files"`

@@ -95,7 +95,15 @@ func TestMissingRootPauses(t *testing.T) {
 		state, msg := folderState(t, n2)
 		return state == "paused" && strings.Contains(msg, "missing"), "node2 is " + state + ": " + msg
 	})
-	time.Sleep(300 * time.Millisecond)
+	// The watcher lost its root too: status says it is polling.
+	eventually(t, 30*time.Second, func() (bool, string) {
+		st, err := n2.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		w := st.Folders[0].Warning
+		return strings.Contains(w, "not watching"), "warning = " + w
+	})
 	if n := countFiles(n1.folders["docroot"]); n != 6 {
 		t.Fatalf("node1 holds %d files while node2's root is missing, want 6", n)
 	}
