@@ -22,9 +22,9 @@ import (
 
 // Puller limits.
 const (
-	pullBatch       = 256 // items applied and made durable together
-	fileWorkers     = 4   // files assembled at once
-	chunksPerFile   = 8   // chunk requests in flight per file
+	pullBatch       = 1024 // items applied and made durable together
+	fileWorkers     = 16   // files assembled at once
+	chunksPerFile   = 8    // chunk requests in flight per file
 	errNoSourceWait = 2 * time.Second
 )
 
