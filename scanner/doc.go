@@ -20,14 +20,10 @@
 //     be the one its parent listed (so one swapped for a symlink meanwhile
 //     is not followed either).
 //   - A file is recorded only if it did not change while it was read: its
-//     stat before and after (size, mtime, ctime) must agree and the bytes
-//     read must equal its size. Otherwise it goes to Result.Retry and its
-//     old record stays.
-//   - A file recorded with an mtime younger than racyWindow is "racy": a
-//     second write within the same timestamp tick would be invisible to the
-//     quick check. It is recorded at once (an upload renamed into place must
-//     not wait), listed in Result.Retry, and read instead of quick-checked
-//     until a scan finds its mtime older than the window.
+//     stat before and after (size, mtime, ctime) must agree, the bytes read
+//     must equal its size, and its mtime must be older than racyWindow (a
+//     write within the same timestamp tick would be invisible to the quick
+//     check). Otherwise it goes to Result.Retry and its old record stays.
 //   - Records are written conditionally on the record the decision was
 //     made from, so a version the replication engine stored meanwhile is
 //     never overwritten (the path is retried).

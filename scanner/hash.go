@@ -102,21 +102,10 @@ func (r *run) hashOne(ctx context.Context, ch *chunker.Chunker, j hashJob) {
 		return
 	}
 	end := fromUnix(&ust)
-	if end.kind != kindFile || end.ino != j.st.ino || end.dev != j.st.dev || changed(j.st, end) || fr.n != end.size {
+	if end.kind != kindFile || end.ino != j.st.ino || end.dev != j.st.dev || changed(j.st, end) ||
+		fr.n != end.size || racy(end.mtime, r.s.cfg.Now()) {
 		r.retryLater(j.rel)
 		return
-	}
-	// A file whose mtime is within a clock tick of now could be written
-	// again without its mtime changing. It is recorded now — a file renamed
-	// into place is complete, and waiting would cost every upload the
-	// window — but remembered as racy: until a scan finds its mtime older
-	// than the window, the quick check reads it instead of trusting the
-	// stat, and the engine scans it again shortly (Retry).
-	if racy(end.mtime, r.s.cfg.Now()) {
-		r.s.setRacy(j.rel, true)
-		r.retryLater(j.rel)
-	} else {
-		r.s.setRacy(j.rel, false)
 	}
 	act := decideContent(end, m, "", j.old)
 	if act == skip {

@@ -128,9 +128,6 @@ type Scanner struct {
 	warnMu sync.Mutex
 	warned map[string]bool // paths warned about once: special files, bad names
 
-	racyMu    sync.Mutex
-	racyPaths map[string]struct{} // recorded with a fresh mtime: read, don't quick-check
-
 	// Seams for tests.
 	openat    func(dirfd int, name string) (int, error)
 	afterRead func(rel string) // after a file's content is read, before the final fstat
@@ -352,27 +349,4 @@ func (s *Scanner) newRun() (*run, error) {
 	s.current = c
 	s.doneMu.Unlock()
 	return &run{s: s, root: root, rootDir: dir, rootFD: int(dir.Fd()), before: before, c: c}, nil
-}
-
-// setRacy marks or unmarks a path as recorded with a fresh mtime.
-func (s *Scanner) setRacy(rel string, on bool) {
-	s.racyMu.Lock()
-	defer s.racyMu.Unlock()
-	if on {
-		if s.racyPaths == nil {
-			s.racyPaths = map[string]struct{}{}
-		}
-		s.racyPaths[rel] = struct{}{}
-		return
-	}
-	delete(s.racyPaths, rel)
-}
-
-// isRacy reports whether a path was recorded with a fresh mtime and not
-// read again since.
-func (s *Scanner) isRacy(rel string) bool {
-	s.racyMu.Lock()
-	defer s.racyMu.Unlock()
-	_, ok := s.racyPaths[rel]
-	return ok
 }

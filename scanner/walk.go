@@ -354,13 +354,7 @@ func (r *run) entry(ctx context.Context, dirfd int, prefix, name string, old *in
 	if live(old) && old.Type == index.Dir && st.kind != kindDir {
 		r.addDeletion(ctx, deletion{rel: rel, childrenOnly: true})
 	}
-	act := decide(st, old)
-	if act == skip && st.kind == kindFile && r.s.isRacy(rel) {
-		// Recorded while its mtime was fresh: a later write in the same
-		// clock tick would not show in the quick check, so read it.
-		act = hash
-	}
-	switch act {
+	switch act := decide(st, old); act {
 	case skip:
 		r.c.skipped.Add(1)
 	case version, refresh:
