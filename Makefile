@@ -10,7 +10,7 @@ BENCHTIME  ?= 1x
 FUZZTIME  ?= 20s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test unit run bench fuzz lint clean deb
+.PHONY: help build test unit run bench bench-e2e fuzz lint clean deb
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,9 @@ run: build ## a three-node demo cluster on 127.0.0.1 (Ctrl-C stops it)
 
 bench: ## Go benchmarks, -count=$(BENCHCOUNT), output ready for benchstat
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) $(PKGS) | tee bench.out
+
+bench-e2e: build ## end-to-end benchmarks beside rsync (needs rsync; LOCKSTEP_BENCH_SCALE=small for a quick run)
+	./scripts/bench-e2e.sh
 
 fuzz: ## run every fuzz target for $(FUZZTIME)
 	@set -e; for pkg in $$($(GO) list $(PKGS)); do \

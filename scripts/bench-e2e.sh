@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks of lockstep on 127.0.0.1, beside rsync pushing the
+# same data to a local rsync daemon in the same run, then a table of every
+# figure with its target. Also runs the transport's raw-QUIC comparison
+# (BenchmarkChunkVsRaw) in the same session, so the engine's throughput can
+# be set against what the link itself gives.
+#
+#   scripts/bench-e2e.sh                       # full sizes (1 GiB, 100k files, 60 s idle; ~15-30 min)
+#   LOCKSTEP_BENCH_SCALE=small scripts/bench-e2e.sh   # small sizes, about a minute
+#   BENCH='Delta|IdleCPU' COUNT=3 scripts/bench-e2e.sh
+#   LOCKSTEP_BENCH_TRANSPORT=0 scripts/bench-e2e.sh   # skip the transport benchmark
+#
+# The daemon under test must be built without -race: the e2e TestMain
+# does so only with LOCKSTEP_E2E_NORACE=1, which this script sets (the
+# benchmarks skip themselves without it). Everything the benchmarks start
+# (daemons, the rsync daemon) is stopped by the tests' cleanup.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+command -v rsync >/dev/null || { echo "bench-e2e: rsync is needed for the comparison: apt-get install -y rsync" >&2; exit 1; }
+
+export LOCKSTEP_E2E_NORACE=1
+bench=${BENCH:-'^Benchmark(Propagation4KiB|InitialSync|SmallFiles|Delta256MiB|IdleCPU)$'}
+count=${COUNT:-1}
+out=${OUT:-${TMPDIR:-/tmp}/lockstep-bench-e2e.$(date +%Y%m%d-%H%M%S).out}
+
+{
+  echo "# date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "# machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1), $(uname -r)"
+  echo "# scale:   ${LOCKSTEP_BENCH_SCALE:-full}; $(rsync --version | head -1); $(go version)"
+} | tee "$out"
+
+# A failed benchmark still leaves the others' figures: report them all,
+# then exit non-zero.
+status=0
+go test -run '^$' -bench "$bench" -benchtime 1x -count "$count" -timeout 4h ./e2e | tee -a "$out" || status=1
+if [ "${LOCKSTEP_BENCH_TRANSPORT:-1}" != 0 ]; then
+  go test -run '^$' -bench ChunkVsRaw -benchtime 2048x -count "$count" ./transport | tee -a "$out" || status=1
+fi
+
+# One row per figure; the targets are the ones the project set itself.
+echo
+awk '
+BEGIN {
+  target["Propagation4KiB p50_ms"] = 10;      target["Propagation4KiB p99_ms"] = 50
+  target["SmallFiles wire_ratio"] = 1.1
+  target["Delta256MiB insert_wire_B"] = 131072; target["Delta256MiB overwrite_wire_B"] = 1200000
+  target["IdleCPU max_cpu%"] = 0.05
+  printf "%-28s %-24s %14s %12s  %s\n", "benchmark", "figure", "value", "target", ""
+}
+/^Benchmark/ && NF > 3 {
+  name = $1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$/, "", name)
+  for (i = 3; i < NF; i += 2) {
+    unit = $(i + 1); if (unit == "ns/op" && $i == 0) continue
+    key = name " " unit; t = ""; verdict = ""
+    if (key in target) { t = "<= " target[key]; verdict = ($i + 0 <= target[key]) ? "ok" : sprintf("MISSED (x%.2f)", ($i + 0) / target[key]) }
+    printf "%-28s %-24s %14s %12s  %s\n", name, unit, $i, t, verdict
+  }
+}' "$out" | tee -a "$out"
+echo "bench-e2e: raw output and table in $out"
+exit "$status"
