@@ -232,6 +232,9 @@ func (nd *node) kill() {
 func (nd *node) lockstep(args ...string) (stdout string, err error) {
 	full := append([]string{args[0], "--config", nd.config}, args[1:]...)
 	cmd := exec.Command(binary, full...)
+	// A -race binary sleeps 1 s at exit by default; client commands are
+	// short-lived and polled, so skip that.
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err = cmd.Run()
