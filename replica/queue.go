@@ -87,7 +87,9 @@ func (q *queue) add(ctx context.Context, f *Folder, from conflict.NodeID, fi *pr
 // merges it into a newer item for the same path. Folder.mu must be held.
 func (q *queue) requeue(it *item, now time.Time) {
 	it.attempts++
-	delay := time.Duration(1<<min(it.attempts, 6)) * 500 * time.Millisecond // 1s … 32s
+	// 200 ms, 400 ms … 25.6 s: the first retries are quick, because the
+	// usual cause is a connection replaced by its duplicate at startup.
+	delay := time.Duration(1<<min(it.attempts, 8)) * 100 * time.Millisecond
 	it.notBefore = now.Add(delay)
 	if newer, ok := q.items[it.info.Path]; ok {
 		newer.waits = append(newer.waits, it.waits...)
