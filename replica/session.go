@@ -57,6 +57,9 @@ func (f *Folder) Attach(id conflict.NodeID, conn Conn, theirs protocol.HelloFold
 	}
 	p.conn = conn
 	p.lastSeen = f.now()
+	// A confirmation queued on the previous connection may never have
+	// arrived: confirm again on this one.
+	p.confirmed = 0
 	// The peer tells how far it has our index; a different epoch means it
 	// has nothing of this incarnation.
 	cursor := theirs.PeerSequence

@@ -117,12 +117,15 @@ func (c *Conn) closeWith(cause error, code protocol.Code, msg string) {
 	if !c.closing.CompareAndSwap(false, true) {
 		return
 	}
-	c.cancel(cause)
 	c.t.forget(c)
 	if len(msg) > 256 {
 		msg = msg[:256]
 	}
+	// Close the connection before cancelling the context: cancelling
+	// makes the stream goroutines reset their streams, and a peer that
+	// saw a reset first would report it instead of the real reason.
 	c.qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
+	c.cancel(cause)
 }
 
 // run serves the connection until it closes, then waits for its workers.
