@@ -448,7 +448,7 @@ func (f *Folder) ReadChunk(ctx context.Context, req protocol.ChunkRequest) ([]by
 	return nil, fmt.Errorf("chunk %s in folder %s: %w", req.Hash.Short(), f.id, protocol.ErrNotFound)
 }
 
-// mkdirConflictDir makes sure the conflict store's directory for a copy
+// mkdirFor makes sure the conflict store's directory for a copy at path
 // exists.
 func mkdirFor(path string) error { return os.MkdirAll(filepath.Dir(path), 0o700) }
 

@@ -69,16 +69,3 @@ func rotate(ids []conflict.NodeID, k int) []conflict.NodeID {
 	copy(out[len(ids)-k:], ids[:k])
 	return out
 }
-
-// Transfer sums what a plan will read locally and what it must fetch,
-// counting each distinct chunk once.
-func Transfer(steps []Step) (local, remote int64) {
-	for _, s := range steps {
-		if len(s.Local) > 0 {
-			local += int64(s.Ref.Length)
-		} else {
-			remote += int64(s.Ref.Length)
-		}
-	}
-	return local, remote
-}

@@ -32,10 +32,6 @@ func TestPlan(t *testing.T) {
 	if len(steps[2].Peers) != 2 {
 		t.Fatalf("fallback peers missing: %v", steps[2].Peers)
 	}
-	local, remote := Transfer(steps)
-	if local != 20 || remote != 22 {
-		t.Fatalf("Transfer = %d local, %d remote; want 20, 22", local, remote)
-	}
 	if got := Plan(chunker.Manifest{}, locate, peers); len(got) != 0 {
 		t.Fatalf("empty manifest planned %d steps", len(got))
 	}

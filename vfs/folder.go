@@ -247,16 +247,6 @@ func (f *Folder) SyncFS() error {
 	return nil
 }
 
-// SyncDir flushes a directory's entries, making renames into it durable.
-func (f *Folder) SyncDir(rel string) error {
-	d, err := f.root.Open(rel)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // Symlink creates or replaces rel with a symlink to target, atomically: the
 // link is made under a temporary name and renamed into place. The target is
 // stored as given and never followed by lockstep.

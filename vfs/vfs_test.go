@@ -233,9 +233,6 @@ func TestCopyOutAndSyncFS(t *testing.T) {
 	if err := f.SyncFS(); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.SyncDir("."); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestRootFollowsRenamedDirectory(t *testing.T) {
