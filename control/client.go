@@ -110,3 +110,14 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	}
 	return resp.StatusCode, nil
 }
+
+// Resync starts a resync; progress shows in the folders' status.
+func (c *Client) Resync(ctx context.Context, req ResyncRequest) (ResyncResponse, error) {
+	var resp ResyncResponse
+	body, err := json.Marshal(req)
+	if err != nil {
+		return resp, err
+	}
+	_, err = c.do(ctx, http.MethodPost, "/v1/resync", body, &resp)
+	return resp, err
+}

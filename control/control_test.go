@@ -35,6 +35,13 @@ func (fakeBackend) Resume(_ context.Context, folder string, _ bool) error {
 	return nil
 }
 
+func (fakeBackend) Resync(_ context.Context, folder string) ([]string, error) {
+	if folder != "" && folder != "docroot" {
+		return nil, fmt.Errorf("%w: unknown folder %q", ErrBadRequest, folder)
+	}
+	return []string{"docroot"}, nil
+}
+
 func (fakeBackend) Wait(ctx context.Context, paths []string) (WaitResponse, error) {
 	if paths[0] == "/slow" {
 		<-ctx.Done()
@@ -90,6 +97,12 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if err := c.Resume(ctx, ResumeRequest{Folder: "nope"}); err == nil {
 		t.Fatal("Resume of an unknown folder succeeded")
+	}
+	if r, err := c.Resync(ctx, ResyncRequest{}); err != nil || len(r.Folders) != 1 || r.Folders[0] != "docroot" {
+		t.Fatalf("Resync = %+v, %v", r, err)
+	}
+	if _, err := c.Resync(ctx, ResyncRequest{Folder: "nope"}); err == nil || !strings.Contains(err.Error(), `unknown folder "nope"`) {
+		t.Fatalf("Resync of an unknown folder: %v", err)
 	}
 	list, err := c.Conflicts(ctx, "")
 	if err != nil || len(list) != 0 {

@@ -27,6 +27,9 @@ type Backend interface {
 	// Resume re-checks a paused folder (all folders when folder is empty)
 	// and rescans it; acceptDeletes lets held-back deletions through.
 	Resume(ctx context.Context, folder string, acceptDeletes bool) error
+	// Resync starts a resync of a folder (all folders when folder is
+	// empty) and returns the folders it started; progress shows in Status.
+	Resync(ctx context.Context, folder string) ([]string, error)
 }
 
 // ErrBadRequest marks a Backend error as the caller's fault (an unknown
@@ -56,6 +59,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/wait", s.wait)
 	mux.HandleFunc("GET /v1/wait", s.wait)
 	mux.HandleFunc("POST /v1/resume", s.resume)
+	mux.HandleFunc("POST /v1/resync", s.resync)
 	return mux
 }
 
@@ -182,6 +186,20 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) resync(w http.ResponseWriter, r *http.Request) {
+	var req ResyncRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, fmt.Errorf("%w: resync request: %v", ErrBadRequest, err))
+		return
+	}
+	folders, err := s.backend.Resync(r.Context(), req.Folder)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ResyncResponse{Folders: folders})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

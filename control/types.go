@@ -52,6 +52,48 @@ type FolderStatus struct {
 	// does not hold yet.
 	Uncommitted int64        `json:"uncommitted"`
 	Peers       []PeerStatus `json:"peers"`
+	// Resync is the progress of a resync of the folder; absent when none
+	// runs.
+	Resync *ResyncStatus `json:"resync,omitempty"`
+}
+
+// ResyncStatus is how far a resync of a folder has come. Totals grow while
+// the peers' indexes arrive.
+type ResyncStatus struct {
+	// Phase is "waiting for peers", "receiving" or "moving strays".
+	Phase   string    `json:"phase"`
+	Started time.Time `json:"started"`
+	// FilesTotal and BytesTotal count the cluster's versions announced so
+	// far that needed work; FilesDone and BytesDone those applied.
+	FilesTotal int64 `json:"files_total"`
+	BytesTotal int64 `json:"bytes_total"`
+	FilesDone  int64 `json:"files_done"`
+	BytesDone  int64 `json:"bytes_done"`
+	// FilesChecked and BytesChecked count local files hashed against the
+	// cluster's version; FilesAdopted and BytesAdopted the local entries
+	// found identical and kept without transfer.
+	FilesChecked int64 `json:"files_checked"`
+	BytesChecked int64 `json:"bytes_checked"`
+	FilesAdopted int64 `json:"files_adopted"`
+	BytesAdopted int64 `json:"bytes_adopted"`
+	// BytesFetched is chunk data fetched from peers; BytesCopied chunk
+	// data copied from local files.
+	BytesFetched int64 `json:"bytes_fetched"`
+	BytesCopied  int64 `json:"bytes_copied"`
+	// SetAside counts local entries the cluster does not have, moved to
+	// the conflict store.
+	SetAside int64 `json:"set_aside"`
+}
+
+// ResyncRequest asks the daemon to resync a folder (every folder when
+// Folder is empty).
+type ResyncRequest struct {
+	Folder string `json:"folder"`
+}
+
+// ResyncResponse names the folders whose resync started.
+type ResyncResponse struct {
+	Folders []string `json:"folders"`
 }
 
 // PeerStatus is what this node knows of one peer for one folder.

@@ -147,15 +147,16 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		return nil, err
 	}
 	engine, err = replica.New(replica.Options{
-		Folder:      fc,
-		Name:        d.cfg.Node.Name,
-		Self:        d.id.ID.Short(),
-		Peers:       peers,
-		Index:       d.ix,
-		Clock:       clock,
-		ConflictDir: filepath.Join(d.cfg.Node.DataDir, "conflicts", fc.ID),
-		Logger:      d.log,
-		Ignore:      match.Match,
+		Folder:       fc,
+		Name:         d.cfg.Node.Name,
+		Self:         d.id.ID.Short(),
+		Peers:        peers,
+		Index:        d.ix,
+		Clock:        clock,
+		ConflictDir:  filepath.Join(d.cfg.Node.DataDir, "conflicts", fc.ID),
+		Logger:       d.log,
+		Ignore:       match.Match,
+		ResyncMarker: ResyncMarker(d.cfg.Node.DataDir, fc.ID),
 	}, sc, fs)
 	if err != nil {
 		fs.Close()

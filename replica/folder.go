@@ -63,6 +63,9 @@ type Options struct {
 	Ignore func(rel string, isDir bool) bool
 	// Now is the wall clock; nil means time.Now.
 	Now func() time.Time
+	// ResyncMarker is the file that marks a resync of the folder as
+	// unfinished (see Resync); empty: resyncs do not survive a restart.
+	ResyncMarker string
 }
 
 // Counters count what the engine did, for metrics. Every field only grows.
@@ -116,6 +119,7 @@ type Folder struct {
 	rescan, holdScan chan struct{}
 	queue            *queue
 	conflict         *conflictLog
+	resync           *resyncState // nil unless a resync runs
 
 	// Counters are updated by the engine and read by metrics.
 	Counters Counters
@@ -169,6 +173,14 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		return nil, err
 	}
 	f.conflict = cl
+	if opts.ResyncMarker != "" && ResyncPending(opts.ResyncMarker) {
+		// The daemon stopped during a resync: the half-rebuilt folder must
+		// not be recorded as local changes. Start it over.
+		f.log.Warn("resync: unfinished resync of the folder found; starting it over", "marker", opts.ResyncMarker)
+		if err := f.startResync(); err != nil {
+			return nil, err
+		}
+	}
 	return f, nil
 }
 
@@ -191,6 +203,8 @@ func (f *Folder) stateLocked() (state, errMsg string) {
 		return control.StatePaused, f.pause
 	case f.scanErr != "":
 		return control.StateError, f.scanErr
+	case f.resync != nil:
+		return control.StateSyncing, ""
 	case f.scanning:
 		return control.StateScanning, ""
 	case f.pulling || f.queue.len() > 0:
@@ -306,7 +320,8 @@ func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
 }
 
 func (f *Folder) fullScan(ctx context.Context) []string {
-	if !f.rootOK() {
+	// A resync records nothing local until it is done; its end rescans.
+	if f.Resyncing() || !f.rootOK() {
 		return nil
 	}
 	f.set(func() { f.scanning = true })
@@ -323,7 +338,7 @@ func (f *Folder) fullScan(ctx context.Context) []string {
 }
 
 func (f *Folder) scanPaths(ctx context.Context, paths []string) []string {
-	if len(paths) == 0 || !f.rootOK() {
+	if len(paths) == 0 || f.Resyncing() || !f.rootOK() {
 		return nil
 	}
 	f.scanMu.Lock()

@@ -26,6 +26,9 @@ const (
 	fileWorkers     = 16   // files assembled at once
 	chunksPerFile   = 8    // chunk requests in flight per file
 	errNoSourceWait = 2 * time.Second
+	// resyncPoll is how often an idle resync checks whether the peers'
+	// indexes have all arrived.
+	resyncPoll = 200 * time.Millisecond
 )
 
 var errNoSource = errors.New("no connected peer holds this version")
@@ -64,6 +67,17 @@ func (f *Folder) pullLoop(ctx context.Context) {
 			continue
 		}
 		f.set(func() { f.pulling = false })
+		f.mu.Lock()
+		resyncing, ready := f.resync != nil, f.resyncReady()
+		f.mu.Unlock()
+		if ready {
+			f.finishResync(ctx)
+			continue
+		}
+		if resyncing && (next.IsZero() || next.Sub(f.now()) > resyncPoll) {
+			// Peers catching up report no queue change: look again.
+			next = f.now().Add(resyncPoll)
+		}
 		var timer <-chan time.Time
 		if !next.IsZero() {
 			t := time.NewTimer(max(next.Sub(f.now()), time.Millisecond))
@@ -96,9 +110,17 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 	for i, it := range items {
 		jobs[i] = &job{it: it}
 	}
-	// 1. Decide each item against the local record and the disk.
-	for _, j := range jobs {
-		f.decide(ctx, j)
+	// 1. Decide each item against the local record and the disk. A resync
+	// hashes local files to decide: several at once.
+	f.mu.Lock()
+	r := f.resync
+	f.mu.Unlock()
+	if r != nil {
+		forEach(jobs, resyncWorkers, func(j *job) { f.decide(ctx, j) })
+	} else {
+		for _, j := range jobs {
+			f.decide(ctx, j)
+		}
 	}
 	// 2. Assemble files under temp names, several at once.
 	sem := make(chan struct{}, fileWorkers)
@@ -185,6 +207,10 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 		if j.action != conflict.Keep {
 			f.Counters.FilesApplied.Add(1)
 		}
+		if r != nil && r == f.resync {
+			r.doneFiles.Add(1)
+			r.doneBytes.Add(int64(j.it.info.Size))
+		}
 		for _, w := range j.it.waits {
 			if p := f.peers[w.peer]; p != nil {
 				p.wm.Finish(w.seq)
@@ -225,6 +251,16 @@ func (f *Folder) decide(ctx context.Context, j *job) {
 		if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
 			j.err = lerr
 			return
+		}
+		if !have && lerr == nil {
+			f.mu.Lock()
+			r := f.resync
+			f.mu.Unlock()
+			if r != nil {
+				// Not recorded since the reset: judge the disk itself.
+				f.resyncDecide(ctx, r, j, st)
+				return
+			}
 		}
 		if diskMatches(&local, have, st, lerr == nil) {
 			break

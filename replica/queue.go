@@ -125,6 +125,15 @@ func (q *queue) take(now time.Time, n int) ([]*item, time.Time) {
 	return due, next
 }
 
+// clear drops every queued item (a resync starts the peers' streams
+// over). Folder.mu must be held.
+func (q *queue) clear() {
+	for path := range q.items {
+		delete(q.items, path)
+		<-q.tokens
+	}
+}
+
 // release frees the queue slots of finished items.
 func (q *queue) release(n int) {
 	for range n {

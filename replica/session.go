@@ -57,6 +57,9 @@ func (f *Folder) Attach(id conflict.NodeID, conn Conn, theirs protocol.HelloFold
 	}
 	p.conn = conn
 	p.lastSeen = f.now()
+	if f.resync != nil {
+		f.resync.target[id] = theirs.MaxSequence
+	}
 	// A confirmation queued on the previous connection may never have
 	// arrived: confirm again on this one.
 	p.confirmed = 0
@@ -129,9 +132,16 @@ func (s *Session) Run(ctx context.Context) error {
 // sendBatch sends the index entries after cursor, up to one batch, and
 // returns the new cursor and whether there was anything to send.
 func (f *Folder) sendBatch(ctx context.Context, conn Conn, epoch, cursor uint64) (uint64, bool, error) {
+	// The highest sequence, read before the entries: if every entry up to
+	// it was superseded (or the index was reset), an empty update still
+	// tells the peer it has received everything so far.
+	info, err := f.ix.Info(f.id)
+	if err != nil {
+		return cursor, false, err
+	}
 	u := &protocol.IndexUpdate{Folder: f.id, Epoch: epoch, After: cursor, Through: cursor}
 	size := 0
-	err := f.ix.Since(ctx, f.id, cursor, func(r index.Record) error {
+	err = f.ix.Since(ctx, f.id, cursor, func(r index.Record) error {
 		u.Files = append(u.Files, toInfo(&r))
 		u.Through = r.Sequence
 		size += 64 + len(r.Path) + len(r.Target) + 36*len(r.Manifest.Chunks) + 12*len(r.Version)
@@ -144,7 +154,10 @@ func (f *Folder) sendBatch(ctx context.Context, conn Conn, epoch, cursor uint64)
 		return cursor, false, err
 	}
 	if len(u.Files) == 0 {
-		return cursor, false, nil
+		if info.Epoch != epoch || info.Sequence <= cursor {
+			return cursor, false, nil
+		}
+		u.Through = info.Sequence
 	}
 	if err := conn.Send(ctx, u); err != nil {
 		return cursor, false, err
@@ -203,6 +216,14 @@ func (f *Folder) admit(ctx context.Context, p *peer, fi *protocol.FileInfo) erro
 			return nil
 		}
 	}
+	f.mu.Lock()
+	if r := f.resync; r != nil {
+		r.announcedFiles.Add(1)
+		if !fi.Deleted {
+			r.announcedBytes.Add(int64(fi.Size))
+		}
+	}
+	f.mu.Unlock()
 	return f.queue.add(ctx, f, p.ID, fi)
 }
 

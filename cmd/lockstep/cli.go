@@ -55,6 +55,7 @@ var commands = []command{
 	waitCommand,
 	conflictsCommand,
 	resumeCommand,
+	resyncCommand,
 }
 
 func findCommand(name string) (command, bool) {
