@@ -61,6 +61,8 @@ type benchScale struct {
 	deltaFile     int // the file edited in place
 	idleFiles     int // files held by the idle cluster
 	idleWindow    time.Duration
+	resyncFiles   int // resync of an intact folder: files of resyncFileSize
+	resyncSize    int
 	timeout       time.Duration // for any one wait
 }
 
@@ -70,6 +72,7 @@ var (
 		bigFile: 1 << 30, manyFiles: 1000, manyFileSize: 1 << 20,
 		smallFiles: 100_000, smallPerDir: 100, smallFileSize: 1 << 10,
 		deltaFile: 256 << 20, idleFiles: 1000, idleWindow: 60 * time.Second,
+		resyncFiles: 10_000, resyncSize: 100 << 10,
 		timeout: 30 * time.Minute,
 	}
 	smallScale = benchScale{
@@ -77,6 +80,7 @@ var (
 		bigFile: 64 << 20, manyFiles: 50, manyFileSize: 1 << 20,
 		smallFiles: 2000, smallPerDir: 100, smallFileSize: 1 << 10,
 		deltaFile: 16 << 20, idleFiles: 1000, idleWindow: 5 * time.Second,
+		resyncFiles: 1000, resyncSize: 64 << 10,
 		timeout: 5 * time.Minute,
 	}
 	// tinyScale is for TestBenchSmoke, under a -race binary.
@@ -85,6 +89,7 @@ var (
 		bigFile: 4 << 20, manyFiles: 5, manyFileSize: 256 << 10,
 		smallFiles: 200, smallPerDir: 20, smallFileSize: 1 << 10,
 		deltaFile: 4 << 20, idleFiles: 50, idleWindow: time.Second,
+		resyncFiles: 40, resyncSize: 64 << 10,
 		timeout: 2 * time.Minute,
 	}
 )
@@ -103,6 +108,7 @@ var benchScenarios = []benchScenario{
 	{"SmallFiles", benchSmallFiles},
 	{"Delta", benchDelta},
 	{"IdleCPU", benchIdleCPU},
+	{"ResyncIntact", benchResyncIntact},
 }
 
 func BenchmarkPropagation4KiB(b *testing.B) { runBench(b, benchPropagation) }
@@ -124,6 +130,12 @@ func BenchmarkSmallFiles(b *testing.B) { runBench(b, benchSmallFiles) }
 func BenchmarkDelta256MiB(b *testing.B) { runBench(b, benchDelta) }
 
 func BenchmarkIdleCPU(b *testing.B) { runBench(b, benchIdleCPU) }
+
+// BenchmarkResyncIntact rebuilds a node whose index was lost but whose
+// folder is intact (10k files, 1 GiB): `lockstep resync` hashes and adopts
+// every file; rsync pushes onto the intact copy, by quick check and by
+// checksum.
+func BenchmarkResyncIntact(b *testing.B) { runBench(b, benchResyncIntact) }
 
 // TestBenchSmoke runs every benchmark's scenario once at a tiny size; a
 // scenario fails when data does not arrive intact.
@@ -404,6 +416,63 @@ func benchSmallFiles(tb testing.TB, sc benchScale) figures {
 		m.add("cpu_vs_rsync", cpu.Seconds()/run.cpu.Seconds())
 	}
 	tb.Logf("%d files of %d bytes: %s", sc.smallFiles, sc.smallFileSize, m)
+	return m
+}
+
+// benchResyncIntact: both nodes hold the same files; node2 has no index
+// and is resynced, timed from its start until the cluster is in sync, with
+// the bytes it received on the wire.
+func benchResyncIntact(tb testing.TB, sc benchScale) figures {
+	r := newRig(tb, 2)
+	n1, n2 := r.nodes[0], r.nodes[1]
+	for i := range sc.resyncFiles {
+		writeRandomFile(tb, filepath.Join(n1.folder, fmt.Sprintf("d%03d/f%05d.bin", i/100, i)), uint64(i)+500, int64(sc.resyncSize))
+	}
+	total := float64(sc.resyncFiles) * float64(sc.resyncSize)
+	if out, err := exec.Command("cp", "-a", n1.folder+"/.", n2.folder).CombinedOutput(); err != nil {
+		tb.Fatalf("cp: %v: %s", err, out)
+	}
+	flushFS(tb, n1.folder)
+	n1.startIndexed(sc.resyncFiles, sc.timeout)
+	if out, err := clientCmd("resync", "--no-wait", "--config", n2.config).CombinedOutput(); err != nil {
+		tb.Fatalf("lockstep resync: %v: %s", exitDetail(err), out)
+	}
+	cpu0 := cpuOf(tb, n1.cmd.Process.Pid)
+	start := time.Now()
+	n2.start()
+	took := r.waitSynced(start, sc.timeout, nil)
+	cpu := cpuOf(tb, n1.cmd.Process.Pid) - cpu0 + cpuOf(tb, n2.cmd.Process.Pid)
+	st := n2.status()
+	wire, chunks := st.received()
+	sameTree(tb, n1.folder, n2.folder)
+
+	var m figures
+	mb := total / 1e6
+	m.add("s", took.Seconds())
+	m.add("MB/s", mb/took.Seconds())
+	m.add("wire_bytes", float64(wire))
+	m.add("wire_ratio", float64(wire)/total)
+	m.add("chunk_bytes", float64(chunks))
+	m.add("cpu_ms/MB", millis(cpu)/mb)
+	if d := startRsyncd(tb); d != nil {
+		for _, variant := range []struct {
+			name  string
+			extra []string
+		}{{"rsync", nil}, {"rsync_checksum", []string{"--checksum"}}} {
+			dst := d.path(variant.name)
+			if err := os.MkdirAll(dst, 0o755); err != nil {
+				tb.Fatal(err)
+			}
+			if out, err := exec.Command("cp", "-a", n1.folder+"/.", dst).CombinedOutput(); err != nil {
+				tb.Fatalf("cp: %v: %s", err, out)
+			}
+			flushFS(tb, dst)
+			run := d.push(tb, n1.folder, variant.name, variant.extra...)
+			m.add(variant.name+"_s", run.dur.Seconds())
+			m.add(variant.name+"_wire_bytes", float64(run.sent+run.received))
+		}
+	}
+	tb.Logf("resync of an intact folder, %d files, %d bytes: %s", sc.resyncFiles, int64(total), m)
 	return m
 }
 

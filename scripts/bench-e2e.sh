@@ -21,7 +21,7 @@ cd "$here"
 command -v rsync >/dev/null || { echo "bench-e2e: rsync is needed for the comparison: apt-get install -y rsync" >&2; exit 1; }
 
 export LOCKSTEP_E2E_NORACE=1
-bench=${BENCH:-'^Benchmark(Propagation4KiB|InitialSync|SmallFiles|Delta256MiB|IdleCPU)$'}
+bench=${BENCH:-'^Benchmark(Propagation4KiB|InitialSync|SmallFiles|Delta256MiB|IdleCPU|ResyncIntact)$'}
 count=${COUNT:-1}
 out=${OUT:-${TMPDIR:-/tmp}/lockstep-bench-e2e.$(date +%Y%m%d-%H%M%S).out}
 
