@@ -86,7 +86,7 @@ func Trips(share float64, minimum, deletions, total int) bool {
 // root must read as "nothing is known", never as "everything was deleted".
 // It resumes the folder when the root is back.
 func (f *Folder) rootOK() bool {
-	reason := f.rootProblem()
+	reason := f.rootProblem(true)
 	f.mu.Lock()
 	if reason != "" {
 		f.pause, f.pauseDeletes = reason, false
@@ -98,7 +98,9 @@ func (f *Folder) rootOK() bool {
 	return reason == ""
 }
 
-func (f *Folder) rootProblem() string {
+// rootProblem says what is wrong with the folder root, or "". The device
+// check is skipped for a resync, which records the new device.
+func (f *Folder) rootProblem(checkDevice bool) string {
 	path := f.opts.Folder.Path
 	st, err := os.Stat(path)
 	if err != nil {
@@ -115,9 +117,9 @@ func (f *Folder) rootProblem() string {
 		return fmt.Sprintf("folder root %s was replaced by another directory; restart lockstep to use the new one", path)
 	}
 	info, err := f.ix.Info(f.id)
-	if err == nil && info.RootDevice != 0 {
+	if checkDevice && err == nil && info.RootDevice != 0 {
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok && uint64(sys.Dev) != info.RootDevice {
-			return fmt.Sprintf("folder root %s is on another filesystem than recorded (device %d, was %d); remount the original or run resync", path, sys.Dev, info.RootDevice)
+			return fmt.Sprintf("folder root %s is on another filesystem than recorded (device %d, was %d); remount the original or run 'lockstep resync --folder %s'", path, sys.Dev, info.RootDevice, f.id)
 		}
 	}
 	return ""

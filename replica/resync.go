@@ -76,7 +76,7 @@ var ErrResyncRoot = errors.New("cannot resync")
 // folder's status shows its progress. The caller reconnects the folder's
 // peers, so that both sides exchange their indexes from the start.
 func (f *Folder) Resync() error {
-	if reason := f.rootProblem(); reason != "" {
+	if reason := f.rootProblem(false); reason != "" {
 		return fmt.Errorf("%w folder %s: %s", ErrResyncRoot, f.id, reason)
 	}
 	if err := f.writeResyncMarker(); err != nil {
