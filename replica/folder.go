@@ -180,8 +180,24 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		if err := f.startResync(); err != nil {
 			return nil, err
 		}
+	} else if info, err := opts.Index.Info(f.id); err == nil && info.Sequence == 0 && len(opts.Peers) > 0 && !emptyDir(opts.Folder.Path) {
+		// Without an index, every file here is about to be recorded as a
+		// new local version, which beats the cluster's by its clock.
+		f.log.Warn("the index has no record of this folder but the folder holds files; if this node was rebuilt or restored from a backup, stop lockstep and run 'lockstep resync --folder "+f.id+"' so that the cluster's versions win",
+			"path", opts.Folder.Path)
 	}
 	return f, nil
+}
+
+// emptyDir reports whether dir has no entries (or cannot be read).
+func emptyDir(dir string) bool {
+	d, err := os.Open(dir)
+	if err != nil {
+		return true
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(1)
+	return len(names) == 0
 }
 
 // ID returns the folder ID.
