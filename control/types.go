@@ -50,8 +50,11 @@ type FolderStatus struct {
 	Warning string `json:"warning,omitempty"`
 	// Uncommitted counts, in a quorum folder, local versions that a quorum
 	// does not hold yet.
-	Uncommitted int64        `json:"uncommitted"`
-	Peers       []PeerStatus `json:"peers"`
+	Uncommitted int64 `json:"uncommitted"`
+	// Tombstones counts the deletions still remembered (see
+	// tombstone_retention).
+	Tombstones int64        `json:"tombstones"`
+	Peers      []PeerStatus `json:"peers"`
 	// Resync is the progress of a resync of the folder; absent when none
 	// runs.
 	Resync *ResyncStatus `json:"resync,omitempty"`

@@ -264,10 +264,14 @@ func (f *Folder) Run(ctx context.Context, batches <-chan Batch) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		f.pullLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		f.gcLoop(ctx)
 	}()
 	err := f.localLoop(ctx, batches)
 	cancel()

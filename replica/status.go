@@ -54,14 +54,15 @@ func (f *Folder) Status(ctx context.Context) (control.FolderStatus, error) {
 	f.mu.Lock()
 	state, errMsg := f.stateLocked()
 	st := control.FolderStatus{
-		ID:     f.id,
-		Path:   f.opts.Folder.Path,
-		Mode:   string(f.opts.Folder.Mode),
-		State:  state,
-		Error:  errMsg,
-		Files:  info.Files,
-		Bytes:  info.Bytes,
-		Resync: f.resyncStatusLocked(),
+		ID:         f.id,
+		Path:       f.opts.Folder.Path,
+		Mode:       string(f.opts.Folder.Mode),
+		State:      state,
+		Error:      errMsg,
+		Files:      info.Files,
+		Bytes:      info.Bytes,
+		Resync:     f.resyncStatusLocked(),
+		Tombstones: info.Deleted,
 	}
 	views := make([]peerView, 0, len(f.opts.Peers))
 	for _, pp := range f.opts.Peers {
