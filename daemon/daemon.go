@@ -52,6 +52,9 @@ type Daemon struct {
 	reloadMu sync.Mutex
 	live     *config.Config
 
+	// readLimits reads the kernel's inotify limits (a seam for tests).
+	readLimits func() kernelLimits
+
 	trafficMu sync.Mutex
 	peers     []transport.Peer // guarded by trafficMu
 	traffic   map[identity.NodeID]*traffic
@@ -85,7 +88,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		}
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, live: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}, traffic: map[identity.NodeID]*traffic{}}
+	d := &Daemon{cfg: cfg, live: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}, traffic: map[identity.NodeID]*traffic{}, readLimits: readKernelLimits}
 	var peers []transport.Peer
 	byName := map[string]identity.NodeID{}
 	for _, p := range cfg.Peers {
@@ -228,13 +231,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	start("index", d.ix.Run)
+	// watching is closed once every watcher has set up its watches (its
+	// first batch is the start rescan), for the kernel limits check.
+	watching := make(chan struct{})
+	var unstarted atomic.Int64
+	unstarted.Store(int64(len(d.folders)))
+	if len(d.folders) == 0 {
+		close(watching)
+	}
 	for id, f := range d.folders {
 		batches := make(chan watcher.Batch, 16)
 		engineIn := make(chan replica.Batch, 16)
 		start("watcher "+id, func(ctx context.Context) error { return f.watcher.Run(ctx, batches) })
 		start("relay "+id, func(ctx context.Context) error {
 			defer close(engineIn)
+			first := true
 			for b := range batches {
+				if first && unstarted.Add(-1) == 0 {
+					close(watching)
+				}
+				first = false
 				select {
 				case engineIn <- replica.Batch{Paths: b.Paths, Rescan: b.Rescan}:
 				case <-ctx.Done():
@@ -245,6 +261,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		})
 		start("folder "+id, func(ctx context.Context) error { return f.engine.Run(ctx, engineIn) })
 	}
+	start("limits", func(ctx context.Context) error { return d.checkKernelLimits(ctx, watching) })
 	start("transport", d.tr.Run)
 	start("control", control.NewServer(d.cfg.Node.Control, d, d.log).Run)
 	if addr := d.cfg.Node.Metrics; addr != "" {
