@@ -117,6 +117,14 @@ has /lib/systemd/system/lockstep.service 644 root:root packaging/lockstep.servic
 has /etc/lockstep/lockstep.toml 640 root:root packaging/lockstep.toml
 has /usr/lib/sysctl.d/60-lockstep.conf 644 root:root packaging/sysctl.d/60-lockstep.conf
 has /usr/share/bash-completion/completions/lockstep 644 root:root packaging/bash-completion/lockstep
+if grep -rqsE '^path-exclude[= ]+/usr/share/man' /etc/dpkg/dpkg.cfg.d; then
+	say "dpkg excludes /usr/share/man on this machine (/etc/dpkg/dpkg.cfg.d): manual page not checked"
+else
+	has /usr/share/man/man1/lockstep.1.gz 644 root:root
+	ok "the manual page is lockstep(1) and documents every command" \
+		bash -c 'page=$(zcat /usr/share/man/man1/lockstep.1.gz) && [[ $page == ".TH LOCKSTEP 1 "* ]] &&
+			for c in init id run status wait conflicts resume chunk; do grep -q "^\.SS \"lockstep $c\"" <<<"$page" || exit 1; done'
+fi
 if grep -rqsE '^path-exclude[= ]+/usr/share/doc' /etc/dpkg/dpkg.cfg.d; then
 	say "dpkg excludes /usr/share/doc on this machine (/etc/dpkg/dpkg.cfg.d): documentation not checked"
 else
