@@ -129,7 +129,8 @@ if grep -rqsE '^path-exclude[= ]+/usr/share/doc' /etc/dpkg/dpkg.cfg.d; then
 	say "dpkg excludes /usr/share/doc on this machine (/etc/dpkg/dpkg.cfg.d): documentation not checked"
 else
 	for pair in README.md:README.md SPEC.md:docs/SPEC.md install.md:docs/ops/install.md kernel.md:docs/ops/kernel.md \
-		webserver.md:docs/ops/webserver.md nginx-lockstep.conf:packaging/webserver/nginx-lockstep.conf \
+		webserver.md:docs/ops/webserver.md guide.md:docs/ops/guide.md \
+		grafana-dashboard.json:docs/ops/grafana-dashboard.json nginx-lockstep.conf:packaging/webserver/nginx-lockstep.conf \
 		apache2-lockstep.conf:packaging/webserver/apache2-lockstep.conf \
 		override.conf.example:packaging/override.conf.example \
 		run-as-user.conf.example:packaging/run-as-user.conf.example; do
