@@ -426,6 +426,9 @@ func (f *Folder) Hello(id conflict.NodeID) (protocol.HelloFolder, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := f.peers[id]
+	if p == nil { // removed by SetPeers since the caller checked Shares
+		return protocol.HelloFolder{}, fmt.Errorf("folder %s is not shared with %016x", f.id, uint64(id))
+	}
 	return protocol.HelloFolder{
 		ID:           f.id,
 		Epoch:        info.Epoch,
