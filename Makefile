@@ -10,13 +10,16 @@ BENCHTIME  ?= 1x
 FUZZTIME  ?= 20s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test unit run bench bench-e2e fuzz lint clean deb
+.PHONY: help build man test unit run bench bench-e2e fuzz lint clean deb
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/lockstep (no cgo)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/lockstep
+
+man: build ## write the manual page bin/lockstep.1 (from the commands' --help)
+	env -u LOCKSTEP_CONFIG $(BIN) man > bin/lockstep.1
 
 test: build ## gofmt check, go vet, and every test with -race (end-to-end included)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"lockstep/config"
@@ -44,9 +45,18 @@ type Daemon struct {
 	tr      *transport.Transport
 	folders map[string]*folder
 	names   map[conflict.NodeID]string
-	peers   []transport.Peer
+
+	// live is the configuration in effect, which Reload changes; cfg
+	// stays the one the daemon started with (its node table, folders and
+	// their paths do not change without a restart).
+	reloadMu sync.Mutex
+	live     *config.Config
+
+	// readLimits reads the kernel's inotify limits (a seam for tests).
+	readLimits func() kernelLimits
 
 	trafficMu sync.Mutex
+	peers     []transport.Peer // guarded by trafficMu
 	traffic   map[identity.NodeID]*traffic
 }
 
@@ -63,6 +73,8 @@ type folder struct {
 	fs      *vfs.Folder
 	watcher *watcher.Watcher
 	scanner *scanner.Scanner
+	// ignore is the folder's ignore matcher, which Reload swaps.
+	ignore atomic.Pointer[ignore.Matcher]
 }
 
 // New opens everything the daemon needs and checks it fits together; it
@@ -76,7 +88,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		}
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}, traffic: map[identity.NodeID]*traffic{}}
+	d := &Daemon{cfg: cfg, live: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}, traffic: map[identity.NodeID]*traffic{}, readLimits: readKernelLimits}
 	var peers []transport.Peer
 	byName := map[string]identity.NodeID{}
 	for _, p := range cfg.Peers {
@@ -138,6 +150,9 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		peers = append(peers, replica.Peer{Name: name, ID: byName[name].Short()})
 	}
 	log := d.log.With("folder", fc.ID)
+	fo := &folder{}
+	fo.ignore.Store(match)
+	skip := func(rel string, isDir bool) bool { return fo.ignore.Load().Match(rel, isDir) }
 	// The engine, created after the scanner, holds the deletion guard.
 	var engine *replica.Folder
 	guard := func(folder string, deletions, total int) error { return engine.DeleteGuard(folder, deletions, total) }
@@ -155,7 +170,7 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		Clock:        clock,
 		ConflictDir:  filepath.Join(d.cfg.Node.DataDir, "conflicts", fc.ID),
 		Logger:       d.log,
-		Ignore:       match.Match,
+		Ignore:       skip,
 		ResyncMarker: ResyncMarker(d.cfg.Node.DataDir, fc.ID),
 	}, sc, fs)
 	if err != nil {
@@ -165,14 +180,15 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 	w, err := watcher.New(fc.Path, watcher.Options{
 		Settle:         fc.Settle,
 		RescanInterval: rescanInterval(fc.Rescan),
-		Ignore:         match.Match,
+		Ignore:         skip,
 		Logger:         log,
 	})
 	if err != nil {
 		fs.Close()
 		return nil, err
 	}
-	return &folder{engine: engine, fs: fs, watcher: w, scanner: sc.(scanAdapter).s}, nil
+	fo.engine, fo.fs, fo.watcher, fo.scanner = engine, fs, w, sc.(scanAdapter).s
+	return fo, nil
 }
 
 // rescanInterval maps the config's "0 disables" to the watcher's "< 0
@@ -216,13 +232,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	start("index", d.ix.Run)
+	// watching is closed once every watcher has set up its watches (its
+	// first batch is the start rescan), for the kernel limits check.
+	watching := make(chan struct{})
+	var unstarted atomic.Int64
+	unstarted.Store(int64(len(d.folders)))
+	if len(d.folders) == 0 {
+		close(watching)
+	}
 	for id, f := range d.folders {
 		batches := make(chan watcher.Batch, 16)
 		engineIn := make(chan replica.Batch, 16)
 		start("watcher "+id, func(ctx context.Context) error { return f.watcher.Run(ctx, batches) })
 		start("relay "+id, func(ctx context.Context) error {
 			defer close(engineIn)
+			first := true
 			for b := range batches {
+				if first && unstarted.Add(-1) == 0 {
+					close(watching)
+				}
+				first = false
 				select {
 				case engineIn <- replica.Batch{Paths: b.Paths, Rescan: b.Rescan}:
 				case <-ctx.Done():
@@ -233,6 +262,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		})
 		start("folder "+id, func(ctx context.Context) error { return f.engine.Run(ctx, engineIn) })
 	}
+	start("limits", func(ctx context.Context) error { return d.checkKernelLimits(ctx, watching) })
 	start("transport", d.tr.Run)
 	start("control", control.NewServer(d.cfg.Node.Control, d, d.log).Run)
 	if addr := d.cfg.Node.Metrics; addr != "" {

@@ -29,6 +29,14 @@ if [ ! -x bin/lockstep ]; then
 	exit 2
 fi
 
+# The manual page, generated from the CLI's own usage texts. bin/lockstep
+# may be built for another architecture: then the generator runs from source.
+# nfpm ships files as they are, so the page is compressed here.
+if ! env -u LOCKSTEP_CONFIG bin/lockstep man >bin/lockstep.1 2>/dev/null; then
+	env -u LOCKSTEP_CONFIG go run -ldflags "-X main.version=$VERSION" ./cmd/lockstep man >bin/lockstep.1
+fi
+gzip -9nf bin/lockstep.1
+
 mkdir -p "$out"
 # Only the .deb of this version and architecture is replaced.
 deb_arch=$ARCH

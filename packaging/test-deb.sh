@@ -117,11 +117,20 @@ has /lib/systemd/system/lockstep.service 644 root:root packaging/lockstep.servic
 has /etc/lockstep/lockstep.toml 640 root:root packaging/lockstep.toml
 has /usr/lib/sysctl.d/60-lockstep.conf 644 root:root packaging/sysctl.d/60-lockstep.conf
 has /usr/share/bash-completion/completions/lockstep 644 root:root packaging/bash-completion/lockstep
+if grep -rqsE '^path-exclude[= ]+/usr/share/man' /etc/dpkg/dpkg.cfg.d; then
+	say "dpkg excludes /usr/share/man on this machine (/etc/dpkg/dpkg.cfg.d): manual page not checked"
+else
+	has /usr/share/man/man1/lockstep.1.gz 644 root:root
+	ok "the manual page is lockstep(1) and documents every command" \
+		bash -c 'page=$(zcat /usr/share/man/man1/lockstep.1.gz) && [[ $page == ".TH LOCKSTEP 1 "* ]] &&
+			for c in init id run status wait conflicts resume chunk; do grep -q "^\.SS \"lockstep $c\"" <<<"$page" || exit 1; done'
+fi
 if grep -rqsE '^path-exclude[= ]+/usr/share/doc' /etc/dpkg/dpkg.cfg.d; then
 	say "dpkg excludes /usr/share/doc on this machine (/etc/dpkg/dpkg.cfg.d): documentation not checked"
 else
 	for pair in README.md:README.md SPEC.md:docs/SPEC.md install.md:docs/ops/install.md kernel.md:docs/ops/kernel.md \
-		webserver.md:docs/ops/webserver.md nginx-lockstep.conf:packaging/webserver/nginx-lockstep.conf \
+		webserver.md:docs/ops/webserver.md guide.md:docs/ops/guide.md \
+		grafana-dashboard.json:docs/ops/grafana-dashboard.json nginx-lockstep.conf:packaging/webserver/nginx-lockstep.conf \
 		apache2-lockstep.conf:packaging/webserver/apache2-lockstep.conf \
 		override.conf.example:packaging/override.conf.example \
 		run-as-user.conf.example:packaging/run-as-user.conf.example; do

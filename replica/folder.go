@@ -89,7 +89,12 @@ type Folder struct {
 	scan  Scanner
 	skip  func(rel string, isDir bool) bool
 	now   func() time.Time
-	peers map[conflict.NodeID]*peer
+	peers map[conflict.NodeID]*peer // guarded by mu
+	// cfg holds the folder's settings; Reconfigure swaps the thresholds in
+	// it while the folder runs. ID, Path and Mode never change.
+	cfg atomic.Pointer[config.Folder]
+	// npeers is len(peers), for the quorum without taking mu.
+	npeers atomic.Int64
 
 	// local is notified whenever the folder's index gains sequences, to
 	// wake the peer senders; confirmed when a peer confirms, to wake Wait.
@@ -160,14 +165,16 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		holdScan:  make(chan struct{}, 1),
 		queue:     newQueue(),
 	}
+	fc := opts.Folder
+	f.cfg.Store(&fc)
 	stored, err := opts.Index.Peers(opts.Folder.ID)
 	if err != nil {
 		return nil, err
 	}
 	for _, p := range opts.Peers {
-		pr := stored[p.ID]
-		f.peers[p.ID] = &peer{Peer: p, progress: pr, wm: newWatermark(pr.Received), confirm: newSignal(), confirmed: pr.Received}
+		f.peers[p.ID] = newPeer(p, stored[p.ID])
 	}
+	f.npeers.Store(int64(len(f.peers)))
 	cl, err := openConflictLog(opts.ConflictDir)
 	if err != nil {
 		return nil, err
@@ -200,14 +207,61 @@ func emptyDir(dir string) bool {
 	return len(names) == 0
 }
 
+func newPeer(p Peer, pr index.Progress) *peer {
+	return &peer{Peer: p, progress: pr, wm: newWatermark(pr.Received), confirm: newSignal(), confirmed: pr.Received}
+}
+
 // ID returns the folder ID.
 func (f *Folder) ID() string { return f.id }
+
+// conf returns the folder's current settings.
+func (f *Folder) conf() *config.Folder { return f.cfg.Load() }
+
+// Reconfigure applies new settings to the running folder: the quorum,
+// owner and group, the deletion guard and the tombstone retention. The
+// folder's ID, path and mode are kept as they are (changing them needs a
+// restart).
+func (f *Folder) Reconfigure(fc config.Folder) {
+	old := f.conf()
+	fc.ID, fc.Path, fc.Mode = old.ID, old.Path, old.Mode
+	f.cfg.Store(&fc)
+	f.confirmed.Notify() // a lower quorum may commit what Wait waits for
+}
+
+// SetPeers replaces the peers the folder is shared with while it runs. An
+// added peer starts from the progress the index remembers of it (none for
+// a new one); a removed peer's state is dropped, and its session, which
+// the caller ends by closing the connection, is refused from now on.
+func (f *Folder) SetPeers(peers []Peer) error {
+	stored, err := f.ix.Peers(f.id)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	keep := make(map[conflict.NodeID]*peer, len(peers))
+	for _, p := range peers {
+		if old := f.peers[p.ID]; old != nil {
+			old.Peer = p
+			keep[p.ID] = old
+			continue
+		}
+		keep[p.ID] = newPeer(p, stored[p.ID])
+	}
+	f.peers = keep
+	f.opts.Peers = append([]Peer(nil), peers...)
+	f.npeers.Store(int64(len(keep)))
+	f.mu.Unlock()
+	f.confirmed.Notify()
+	return nil
+}
 
 // Path returns the folder's path.
 func (f *Folder) Path() string { return f.opts.Folder.Path }
 
 // Shares reports whether the folder is shared with the peer.
 func (f *Folder) Shares(id conflict.NodeID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	_, ok := f.peers[id]
 	return ok
 }
@@ -407,6 +461,9 @@ func (f *Folder) Hello(id conflict.NodeID) (protocol.HelloFolder, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := f.peers[id]
+	if p == nil { // removed by SetPeers since the caller checked Shares
+		return protocol.HelloFolder{}, fmt.Errorf("folder %s is not shared with %016x", f.id, uint64(id))
+	}
 	return protocol.HelloFolder{
 		ID:           f.id,
 		Epoch:        info.Epoch,
@@ -426,6 +483,8 @@ func (f *Folder) peerName(id conflict.NodeID) string {
 	if id == f.opts.Self {
 		return f.opts.Name
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if p, ok := f.peers[id]; ok {
 		return p.Name
 	}
@@ -435,10 +494,10 @@ func (f *Folder) peerName(id conflict.NodeID) string {
 // quorum is the number of nodes, this one included, that must hold a
 // version for it to be committed.
 func (f *Folder) quorum() int {
-	if f.opts.Folder.Mode == config.ModeQuorum {
-		return f.opts.Folder.Quorum
+	if c := f.conf(); c.Mode == config.ModeQuorum {
+		return c.Quorum
 	}
-	return len(f.peers) + 1
+	return int(f.npeers.Load()) + 1
 }
 
 // readLocalChunk reads a chunk from a local file and verifies it.

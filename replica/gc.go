@@ -33,11 +33,12 @@ func Forgettable(r *index.Record, confirmedByAll uint64, now time.Time, retentio
 }
 
 func (f *Folder) gcLoop(ctx context.Context) {
-	t := time.NewTicker(gcInterval(f.opts.Folder.TombstoneRetention))
-	defer t.Stop()
 	for {
+		// The retention may change on reload: the interval follows it.
+		t := time.NewTimer(gcInterval(f.conf().TombstoneRetention))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		}
@@ -65,7 +66,7 @@ func (f *Folder) collectTombstones(ctx context.Context) (int, error) {
 	if least == 0 {
 		return 0, nil
 	}
-	now, retention := f.now(), f.opts.Folder.TombstoneRetention
+	now, retention := f.now(), f.conf().TombstoneRetention
 	var paths []string
 	err := f.ix.Since(ctx, f.id, 0, func(r index.Record) error {
 		if r.Sequence > least {

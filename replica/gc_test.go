@@ -10,7 +10,9 @@ import (
 
 func TestForgettable(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
-	at := func(ago time.Duration) conflict.Stamp { return conflict.MakeStamp(uint64(now.Add(-ago).UnixMilli()), 0) }
+	at := func(ago time.Duration) conflict.Stamp {
+		return conflict.MakeStamp(uint64(now.Add(-ago).UnixMilli()), 0)
+	}
 	cases := []struct {
 		name    string
 		rec     index.Record

@@ -34,7 +34,7 @@ const deleteQuiet = time.Second
 // deletions with Resume. It has the scanner.DeleteGuard signature; the
 // scanner's total (the scanned subtree) is replaced by the whole folder's.
 func (f *Folder) DeleteGuard(_ string, deletions, _ int) error {
-	g := f.opts.Folder
+	g := f.conf()
 	info, err := f.ix.Info(f.id)
 	if err != nil {
 		return err

@@ -218,10 +218,14 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 			}
 		}
 	}
+	var wake []*signal
+	for id := range touched {
+		wake = append(wake, f.peers[id].confirm)
+	}
 	f.mu.Unlock()
 	f.queue.release(done)
-	for id := range touched {
-		f.peers[id].confirm.Notify()
+	for _, s := range wake {
+		s.Notify()
 	}
 	if len(writes) > 0 {
 		f.local.Notify()
@@ -568,12 +572,13 @@ func (f *Folder) meta(fi *protocol.FileInfo) vfs.Meta {
 // owner resolves the folder's configured owner and group (-1 when unset).
 func (f *Folder) owner() (uid, gid int, ok bool) {
 	uid, gid = -1, -1
-	if name := f.opts.Folder.Owner; name != "" {
+	fc := f.conf()
+	if name := fc.Owner; name != "" {
 		if u, err := user.Lookup(name); err == nil {
 			uid, _ = strconv.Atoi(u.Uid)
 		}
 	}
-	if name := f.opts.Folder.Group; name != "" {
+	if name := fc.Group; name != "" {
 		if g, err := user.LookupGroup(name); err == nil {
 			gid, _ = strconv.Atoi(g.Gid)
 		}

@@ -119,7 +119,9 @@ type Scanner struct {
 	cfg Config
 	log *slog.Logger
 
-	scanMu sync.Mutex // one scan at a time
+	scanMu sync.Mutex // one scan at a time; guards cfg.Ignore
+	// nextIgnore, when set, replaces cfg.Ignore from the next scan on.
+	nextIgnore atomic.Pointer[ignore.Matcher]
 
 	done    Stats // totals of finished scans, under doneMu
 	doneMu  sync.Mutex
@@ -169,6 +171,15 @@ func New(ix *index.Index, cfg Config) (*Scanner, error) {
 			return unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		},
 	}, nil
+}
+
+// SetIgnore replaces the ignore patterns from the next scan on; a scan
+// already running keeps the ones it started with. Safe from any goroutine.
+func (s *Scanner) SetIgnore(m *ignore.Matcher) {
+	if m == nil {
+		m, _ = ignore.New(nil)
+	}
+	s.nextIgnore.Store(m)
 }
 
 // Stats returns the totals of every scan so far, the running one included.
@@ -329,6 +340,9 @@ func (s *Scanner) warnOnce(rel, msg string, args ...any) {
 // newRun prepares one scan: it opens the folder root and notes the
 // folder's state before the scan.
 func (s *Scanner) newRun() (*run, error) {
+	if m := s.nextIgnore.Swap(nil); m != nil {
+		s.cfg.Ignore = m
+	}
 	root, err := os.OpenRoot(s.cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("scan %s: %w", s.cfg.Dir, err)

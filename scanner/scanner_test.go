@@ -847,3 +847,21 @@ func TestStatsAccumulateAndScansSerialise(t *testing.T) {
 	}
 	checkState(t, e, map[string]string{"a": "file@1", "b": "file@1"})
 }
+
+// TestSetIgnoreTakesEffectFromNextScan: patterns given to SetIgnore apply
+// from the next scan; a path they no longer ignore is recorded then.
+func TestSetIgnoreTakesEffectFromNextScan(t *testing.T) {
+	e := newEnv(t)
+	m, _ := ignore.New([]string{"*.log"})
+	e.s.SetIgnore(m)
+	e.write(map[string]string{"a.log": "1", "b.html": "2"})
+	e.scan()
+	if _, ok := e.records()["a.log"]; ok {
+		t.Fatal("a.log recorded although ignored")
+	}
+	e.s.SetIgnore(nil)
+	e.scan()
+	if _, ok := e.records()["a.log"]; !ok {
+		t.Fatal("a.log not recorded once no longer ignored")
+	}
+}

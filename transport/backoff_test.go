@@ -189,11 +189,28 @@ func TestRaiseBuffers(t *testing.T) {
 		if tt.warnings == 1 && os.Getenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING") != "true" {
 			t.Errorf("%s: quic-go's own buffer warning was not silenced", tt.name)
 		}
-		if tt.warnings == 1 && (!strings.Contains(warn[0], "net.core.rmem_max") || !strings.Contains(warn[0], "net.core.wmem_max")) {
+		if tt.warnings == 1 && (!strings.Contains(warn[0], `\"net.core.rmem_max = 7500000\"`) || !strings.Contains(warn[0], `\"net.core.wmem_max = 7500000\"`) || !strings.Contains(warn[0], sysctlFile)) {
 			t.Errorf("%s: warning does not name the sysctls: %s", tt.name, warn[0])
 		}
 		if tt.warnings == 0 && (tt.f.rcv < wantSocketBuffer || tt.f.snd < wantSocketBuffer) {
 			t.Errorf("%s: buffers %d/%d not raised", tt.name, tt.f.rcv, tt.f.snd)
+		}
+	}
+}
+
+func TestBufferSysctls(t *testing.T) {
+	for _, tt := range []struct {
+		rcv, snd int
+		want     string
+	}{
+		{wantSocketBuffer, wantSocketBuffer, ""},
+		{2 * wantSocketBuffer, 16 << 20, ""},
+		{425984, wantSocketBuffer, "net.core.rmem_max = 7500000"},
+		{wantSocketBuffer, 425984, "net.core.wmem_max = 7500000"},
+		{425984, 425984, "net.core.rmem_max = 7500000; net.core.wmem_max = 7500000"},
+	} {
+		if got := strings.Join(bufferSysctls(tt.rcv, tt.snd), "; "); got != tt.want {
+			t.Errorf("bufferSysctls(%d, %d) = %q, want %q", tt.rcv, tt.snd, got, tt.want)
 		}
 	}
 }

@@ -54,7 +54,7 @@ func (t *Transport) serverTLS() *tls.Config {
 				t.log.Warn("refused connection", "addr", remote, "op", "accept", "err", err)
 				return fmt.Errorf("%w: %v", errRefused, err)
 			}
-			if _, ok := t.peers[id]; !ok {
+			if t.lookup(id) == nil {
 				t.log.Warn("refused connection from unknown node", "addr", remote, "peer", id.String(), "op", "accept")
 				return fmt.Errorf("%w: node %s is not a configured peer", errRefused, id)
 			}

@@ -113,17 +113,24 @@ type Transport struct {
 	addr  net.Addr      // valid after ready
 
 	connWG  sync.WaitGroup // supervisors of live connections
+	loops   sync.WaitGroup // the accept loop and the redialers
 	started atomic.Bool    // Run was called
 
+	// mu guards peers (the map and its entries), closing, and the fields
+	// below, which Run sets once it is listening.
 	mu      sync.Mutex
 	closing bool // no connection is established after this is set
+	runCtx  context.Context
+	qt      *quic.Transport
 }
 
-// peerState is what the transport knows of one peer; conn is guarded by
-// Transport.mu.
+// peerState is what the transport knows of one peer; its fields are
+// guarded by Transport.mu.
 type peerState struct {
 	Peer
 	conn *Conn
+	// stopDial ends the peer's redialer; nil when none runs.
+	stopDial context.CancelFunc
 }
 
 // New checks cfg and returns a Transport. It starts nothing and binds no
@@ -157,21 +164,133 @@ func New(cfg Config) (*Transport, error) {
 		peers: make(map[identity.NodeID]*peerState, len(cfg.Peers)),
 		ready: make(chan struct{}),
 	}
-	for _, p := range cfg.Peers {
+	peers, err := checkPeers(self, cfg.Peers)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range peers {
+		t.peers[p.ID] = &peerState{Peer: p}
+	}
+	return t, nil
+}
+
+// checkPeers validates a peer list and fills in default names.
+func checkPeers(self identity.NodeID, peers []Peer) ([]Peer, error) {
+	out := make([]Peer, 0, len(peers))
+	seen := map[identity.NodeID]string{}
+	for _, p := range peers {
 		switch {
 		case p.ID.IsZero():
 			return nil, fmt.Errorf("transport: peer %q has no ID", p.Name)
 		case p.ID == self:
 			return nil, fmt.Errorf("transport: peer %q has this node's own ID", p.Name)
-		case t.peers[p.ID] != nil:
-			return nil, fmt.Errorf("transport: peers %q and %q have the same ID", t.peers[p.ID].Name, p.Name)
 		}
 		if p.Name == "" {
 			p.Name = p.ID.Abbrev()
 		}
-		t.peers[p.ID] = &peerState{Peer: p}
+		if other, dup := seen[p.ID]; dup {
+			return nil, fmt.Errorf("transport: peers %q and %q have the same ID", other, p.Name)
+		}
+		seen[p.ID] = p.Name
+		out = append(out, p)
 	}
-	return t, nil
+	return out, nil
+}
+
+// SetPeers replaces the list of peers while the transport runs (or before
+// Run): a removed peer's connection is closed and its redialer stopped; an
+// added peer is accepted from now on and, when it has an address, dialed;
+// a peer whose address changed is dialed at the new address from its next
+// attempt on (a live connection is kept). Peers are matched by ID.
+func (t *Transport) SetPeers(peers []Peer) error {
+	peers, err := checkPeers(t.self, peers)
+	if err != nil {
+		return err
+	}
+	want := make(map[identity.NodeID]Peer, len(peers))
+	for _, p := range peers {
+		want[p.ID] = p
+	}
+	var drop []*Conn
+	t.mu.Lock()
+	for id, ps := range t.peers {
+		if _, ok := want[id]; ok {
+			continue
+		}
+		delete(t.peers, id)
+		if ps.stopDial != nil {
+			ps.stopDial()
+			ps.stopDial = nil
+		}
+		if ps.conn != nil {
+			drop = append(drop, ps.conn)
+		}
+		t.log.Info("peer removed", "peer", ps.Name, "op", "config")
+	}
+	for _, p := range peers {
+		ps := t.peers[p.ID]
+		if ps == nil {
+			ps = &peerState{Peer: p}
+			t.peers[p.ID] = ps
+			t.log.Info("peer added", "peer", p.Name, "addr", p.Address, "op", "config")
+			t.startDialLocked(ps)
+			continue
+		}
+		if ps.Peer == p {
+			continue
+		}
+		ps.Peer = p
+		if ps.stopDial != nil {
+			ps.stopDial()
+			ps.stopDial = nil
+		}
+		t.startDialLocked(ps)
+	}
+	t.mu.Unlock()
+	for _, c := range drop {
+		c.Close(protocol.Error{Code: protocol.CodeShutdown, Message: "peer removed from the configuration"})
+	}
+	return nil
+}
+
+// Reconnect closes the connection to peer id, if any, so that both nodes
+// connect again and exchange hellos anew (after the set of folders they
+// share changed).
+func (t *Transport) Reconnect(id identity.NodeID) {
+	t.mu.Lock()
+	var c *Conn
+	if ps := t.peers[id]; ps != nil {
+		c = ps.conn
+	}
+	t.mu.Unlock()
+	if c != nil {
+		c.Close(protocol.Error{Code: protocol.CodeShutdown, Message: "configuration changed; reconnecting"})
+	}
+}
+
+// startDialLocked starts the redialer of ps if it has an address and Run
+// is listening; t.mu must be held.
+func (t *Transport) startDialLocked(ps *peerState) {
+	if ps.Address == "" || t.runCtx == nil || t.closing {
+		return
+	}
+	ctx, cancel := context.WithCancel(t.runCtx)
+	ps.stopDial = cancel
+	qt := t.qt
+	d := redialer{
+		min: t.cfg.MinBackoff, max: t.cfg.MaxBackoff, stable: stableAfter,
+		current: func() <-chan struct{} { return t.current(ps) },
+		dial:    func(ctx context.Context) error { return t.dial(ctx, qt, ps) },
+		log:     t.log.With("peer", ps.Name, "addr", ps.Address),
+	}
+	t.loops.Go(func() { d.run(ctx) })
+}
+
+// lookup returns the state of the configured peer id, or nil.
+func (t *Transport) lookup(id identity.NodeID) *peerState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.peers[id]
 }
 
 func setDefault[T int | time.Duration](v *T, def T) {
@@ -224,24 +343,17 @@ func (t *Transport) Run(ctx context.Context) error {
 	defer ln.Close()
 	t.addr = udp.LocalAddr()
 	close(t.ready)
-	t.log.Info("listening", "addr", t.addr.String(), "op", "listen", "peers", len(t.peers))
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var loops sync.WaitGroup
-	loops.Go(func() { t.acceptLoop(runCtx, ln) })
+	t.loops.Go(func() { t.acceptLoop(runCtx, ln) })
+	t.mu.Lock()
+	t.log.Info("listening", "addr", t.addr.String(), "op", "listen", "peers", len(t.peers))
+	t.runCtx, t.qt = runCtx, qt
 	for _, ps := range t.peers {
-		if ps.Address == "" {
-			continue
-		}
-		d := redialer{
-			min: t.cfg.MinBackoff, max: t.cfg.MaxBackoff, stable: stableAfter,
-			current: func() <-chan struct{} { return t.current(ps) },
-			dial:    func(ctx context.Context) error { return t.dial(ctx, qt, ps.Peer) },
-			log:     t.log.With("peer", ps.Name, "addr", ps.Address),
-		}
-		loops.Go(func() { d.run(runCtx) })
+		t.startDialLocked(ps)
 	}
+	t.mu.Unlock()
 	<-runCtx.Done()
 
 	t.mu.Lock()
@@ -256,7 +368,7 @@ func (t *Transport) Run(ctx context.Context) error {
 	for _, c := range conns {
 		c.Close(protocol.Error{Code: protocol.CodeShutdown, Message: "node shutting down"})
 	}
-	loops.Wait()
+	t.loops.Wait()
 	t.connWG.Wait()
 	t.log.Info("stopped", "op", "listen")
 	return nil
@@ -297,8 +409,8 @@ func (t *Transport) acceptLoop(ctx context.Context, ln *quic.Listener) {
 			return // ctx ended or the listener closed
 		}
 		id, err := peerID(qc.ConnectionState().TLS)
-		ps := t.peers[id]
-		if err != nil || ps == nil { // VerifyConnection makes this unreachable
+		ps := t.lookup(id)
+		if err != nil || ps == nil { // VerifyConnection makes this (almost) unreachable
 			qc.CloseWithError(quic.ApplicationErrorCode(protocol.CodeProtocol), "unknown peer")
 			continue
 		}
@@ -306,8 +418,11 @@ func (t *Transport) acceptLoop(ctx context.Context, ln *quic.Listener) {
 	}
 }
 
-// dial makes one attempt to connect to p.
-func (t *Transport) dial(ctx context.Context, qt *quic.Transport, p Peer) error {
+// dial makes one attempt to connect to ps.
+func (t *Transport) dial(ctx context.Context, qt *quic.Transport, ps *peerState) error {
+	t.mu.Lock()
+	p := ps.Peer
+	t.mu.Unlock()
 	raddr, err := net.ResolveUDPAddr("udp", p.Address)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", p.Name, err)
@@ -331,7 +446,7 @@ func (t *Transport) dial(ctx context.Context, qt *quic.Transport, p Peer) error 
 		}
 		return t.dialError(p, raddr, presented, err)
 	}
-	t.establish(qc, ctrl, t.peers[p.ID], true)
+	t.establish(qc, ctrl, ps, true)
 	return nil
 }
 
@@ -383,10 +498,17 @@ func (t *Transport) establish(qc *quic.Conn, ctrl *quic.ReceiveStream, ps *peerS
 		qc.CloseWithError(quic.ApplicationErrorCode(protocol.CodeShutdown), "node shutting down")
 		return
 	}
+	if t.peers[ps.ID] != ps {
+		// Removed from the configuration while connecting.
+		t.mu.Unlock()
+		qc.CloseWithError(quic.ApplicationErrorCode(protocol.CodeShutdown), "peer removed from the configuration")
+		return
+	}
 	old := ps.conn
 	if old != nil && !keepNew(old.dialed, dialed, t.self.Compare(ps.ID) < 0) {
+		name := ps.Name
 		t.mu.Unlock()
-		t.log.Debug("closing duplicate connection", "peer", ps.Name, "addr", qc.RemoteAddr().String(), "op", "establish")
+		t.log.Debug("closing duplicate connection", "peer", name, "addr", qc.RemoteAddr().String(), "op", "establish")
 		qc.CloseWithError(quic.ApplicationErrorCode(protocol.CodeDuplicate), "duplicate connection")
 		// The kept connection may be stale if the peer restarted;
 		// traffic on it draws a stateless reset and ends it at once.
@@ -395,6 +517,7 @@ func (t *Transport) establish(qc *quic.Conn, ctrl *quic.ReceiveStream, ps *peerS
 	}
 	c := newConn(t, ps.Peer, qc, ctrl, dialed)
 	ps.conn = c
+	name := ps.Name
 	t.connWG.Add(1)
 	t.mu.Unlock()
 	if old != nil {
@@ -404,7 +527,7 @@ func (t *Transport) establish(qc *quic.Conn, ctrl *quic.ReceiveStream, ps *peerS
 	if dialed {
 		op = "dial"
 	}
-	t.log.Info("connected", "peer", ps.Name, "addr", qc.RemoteAddr().String(), "op", op)
+	t.log.Info("connected", "peer", name, "addr", qc.RemoteAddr().String(), "op", op)
 	go func() {
 		defer t.connWG.Done()
 		c.run()

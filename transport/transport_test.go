@@ -180,7 +180,7 @@ func TestVersionMismatch(t *testing.T) {
 	defer cancel()
 	qt := &quic.Transport{Conn: listenUDP(t)}
 	defer qt.Close()
-	err = tr.dial(ctx, qt, b.peer("b"))
+	err = tr.dial(ctx, qt, tr.lookup(b.id.ID))
 	if !errors.Is(err, protocol.ErrVersion) || !strings.Contains(err.Error(), "does not speak lockstep/2") {
 		t.Fatalf("dial with another protocol version: %v, want a version error", err)
 	}

@@ -1,9 +1,12 @@
 package transport
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -30,17 +33,43 @@ type bufferConn interface {
 func raiseBuffers(c bufferConn, log *slog.Logger) {
 	rcv := raise(c.ReadBuffer, c.SetReadBuffer, c.ForceReadBuffer)
 	snd := raise(c.WriteBuffer, c.SetWriteBuffer, c.ForceWriteBuffer)
-	if rcv >= wantSocketBuffer && snd >= wantSocketBuffer {
+	lines := bufferSysctls(rcv, snd)
+	if len(lines) == 0 {
 		log.Debug("UDP socket buffers raised", "op", "listen", "recv", rcv, "send", snd)
 		return
 	}
-	log.Warn("UDP socket buffers are smaller than wanted, which limits throughput: raise net.core.rmem_max and net.core.wmem_max (sysctl -w net.core.rmem_max=7340032 net.core.wmem_max=7340032)",
+	quoted := make([]string, len(lines))
+	for i, l := range lines {
+		quoted[i] = strconv.Quote(l)
+	}
+	log.Warn(fmt.Sprintf("UDP socket buffers are smaller than QUIC wants (%d bytes), which limits throughput: add %s to %s, run 'sysctl --system', then restart lockstep",
+		wantSocketBuffer, strings.Join(quoted, " and "), sysctlFile),
 		"op", "listen", "recv", rcv, "send", snd, "want", wantSocketBuffer)
 	// quic-go would print the same complaint through the standard
 	// logger; this warning replaces it.
 	if _, set := os.LookupEnv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING"); !set {
 		os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	}
+}
+
+// sysctlFile is where an operator sets the kernel limits lockstep needs.
+const sysctlFile = "/etc/sysctl.d/60-lockstep.conf"
+
+// sysctlSocketBuffer is the value the package's sysctl file gives
+// net.core.rmem_max and wmem_max: a little above wantSocketBuffer.
+const sysctlSocketBuffer = 7500000
+
+// bufferSysctls returns the sysctl.d lines that would let the socket have
+// the buffers QUIC wants, given the sizes it got: none when both suffice.
+func bufferSysctls(rcv, snd int) []string {
+	var out []string
+	if rcv < wantSocketBuffer {
+		out = append(out, fmt.Sprintf("net.core.rmem_max = %d", sysctlSocketBuffer))
+	}
+	if snd < wantSocketBuffer {
+		out = append(out, fmt.Sprintf("net.core.wmem_max = %d", sysctlSocketBuffer))
+	}
+	return out
 }
 
 // raise returns the buffer size after trying to reach wantSocketBuffer.

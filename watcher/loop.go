@@ -73,9 +73,13 @@ func (l *loop) run(ctx context.Context) error {
 	)
 	if l.w.opts.RescanInterval > 0 {
 		periodic = time.NewTimer(jitter(l.w.opts.RescanInterval))
-		defer periodic.Stop()
 		periodicC = periodic.C
 	}
+	defer func() {
+		if periodic != nil {
+			periodic.Stop()
+		}
+	}()
 
 	var held Batch
 	holding := false
@@ -150,6 +154,31 @@ func (l *loop) run(ctx context.Context) error {
 				continue
 			}
 			l.sourceError(err, time.Now())
+		case <-l.w.reconf:
+			rc, ok := l.w.takeReconfig()
+			if !ok {
+				continue
+			}
+			if rc.Settle > 0 && rc.Settle != l.w.opts.Settle {
+				l.w.opts.Settle, l.w.opts.Prompt = rc.Settle, rc.Settle/5
+				l.s.setDelays(l.w.opts.Settle, l.w.opts.Prompt)
+				armed = time.Time{} // re-arm the settle timer on the new delays
+			}
+			if rc.RescanInterval != 0 && rc.RescanInterval != l.w.opts.RescanInterval {
+				l.w.opts.RescanInterval = rc.RescanInterval
+				if periodic != nil {
+					periodic.Stop()
+					periodic, periodicC = nil, nil
+				}
+				if rc.RescanInterval > 0 {
+					periodic = time.NewTimer(jitter(rc.RescanInterval))
+					periodicC = periodic.C
+				}
+			}
+			if rc.Rewatch {
+				l.requestRescan(ReasonReconfigure, time.Now())
+				l.rebuild = !l.polling
+			}
 		case <-periodicC:
 			periodic.Reset(jitter(l.w.opts.RescanInterval))
 			l.requestRescan(ReasonPeriodic, time.Now())

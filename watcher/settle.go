@@ -85,6 +85,13 @@ func newSettler(settle, prompt time.Duration, maxPending int) *settler {
 	}
 }
 
+// setDelays changes the settle and prompt times; paths already waiting
+// keep the deadlines they have.
+func (s *settler) setDelays(settle, prompt time.Duration) {
+	s.settle, s.prompt = settle, min(prompt, settle)
+	s.maxWait = max(time.Second, 20*settle)
+}
+
 func (s *settler) delay(k kind) time.Duration {
 	if k == written {
 		return s.settle

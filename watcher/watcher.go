@@ -80,6 +80,7 @@ const (
 	ReasonPeriodic     Reason = "periodic"      // the safety rescan
 	ReasonPendingLimit Reason = "pending-limit" // more distinct paths than MaxPending were pending
 	ReasonPoll         Reason = "poll"          // the folder is not watched: periodic scan instead
+	ReasonReconfigure  Reason = "reconfigure"   // the ignore filter changed (Reconfigure)
 )
 
 // State is what a watcher is doing.
@@ -130,6 +131,54 @@ type Watcher struct {
 
 	modeMu sync.Mutex
 	mode   Mode
+
+	// reconf wakes Run to apply next (Reconfigure).
+	reconf    chan struct{}
+	reconfMu  sync.Mutex
+	next      Reconfig
+	reconfSet bool
+}
+
+// Reconfig is what Reconfigure changes in a watcher.
+type Reconfig struct {
+	// Settle replaces Options.Settle (and Prompt becomes Settle/5); 0
+	// keeps it.
+	Settle time.Duration
+	// RescanInterval replaces Options.RescanInterval; 0 keeps it and a
+	// negative value disables the safety rescan.
+	RescanInterval time.Duration
+	// Rewatch watches every directory afresh and asks for a full rescan:
+	// to apply an Ignore filter whose answers changed.
+	Rewatch bool
+}
+
+// Reconfigure changes a watcher's settings; a running Run applies them
+// promptly, a later Run from its start. Safe from any goroutine. Calls
+// that Run has not applied yet merge, the later settings winning.
+func (w *Watcher) Reconfigure(rc Reconfig) {
+	w.reconfMu.Lock()
+	if rc.Settle != 0 {
+		w.next.Settle = rc.Settle
+	}
+	if rc.RescanInterval != 0 {
+		w.next.RescanInterval = rc.RescanInterval
+	}
+	w.next.Rewatch = w.next.Rewatch || rc.Rewatch
+	w.reconfSet = true
+	w.reconfMu.Unlock()
+	select {
+	case w.reconf <- struct{}{}:
+	default:
+	}
+}
+
+// takeReconfig returns the settings Reconfigure left, if any.
+func (w *Watcher) takeReconfig() (Reconfig, bool) {
+	w.reconfMu.Lock()
+	defer w.reconfMu.Unlock()
+	rc, ok := w.next, w.reconfSet
+	w.next, w.reconfSet = Reconfig{}, false
+	return rc, ok
 }
 
 // New returns a watcher for the folder at root. It starts nothing and
@@ -175,6 +224,7 @@ func New(root string, opts Options) (*Watcher, error) {
 		newSource:  newNotifySource,
 		watchLimit: readWatchLimit,
 		mode:       Mode{State: Stopped},
+		reconf:     make(chan struct{}, 1),
 	}, nil
 }
 

@@ -71,15 +71,23 @@ func findCommand(name string) (command, bool) {
 // the process: tests call it directly.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := env{stdout: stdout, stderr: stderr}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" && len(args) == 1 {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		printUsage(stdout)
 		return exitOK
 	}
-	if args[0] == "help" {
-		args = []string{args[1], "--help"}
-	}
-	if args[0] == "version" || args[0] == "--version" {
+	switch args[0] {
+	case "help":
+		return runHelp(ctx, e, args[1:])
+	case "version", "--version":
 		fmt.Fprintln(stdout, "lockstep", version)
+		return exitOK
+	case "man":
+		// Hidden: writes the manual page, for packaging.
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "lockstep man: unexpected argument %q\n", args[1])
+			return exitUsage
+		}
+		writeManPage(ctx, stdout)
 		return exitOK
 	}
 	cmd, ok := findCommand(args[0])
@@ -87,16 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lockstep: unknown command %q (see 'lockstep --help')\n", args[0])
 		return exitUsage
 	}
-	fs := flag.NewFlagSet("lockstep "+cmd.name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		out := fs.Output()
-		fmt.Fprintf(out, "usage: lockstep %s [flags] %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
-		if hasFlags(fs) {
-			fmt.Fprintln(out, "\nflags:")
-			fs.PrintDefaults()
-		}
-	}
+	fs := newFlagSet(cmd, stderr)
 	err := cmd.run(ctx, e, fs, args[1:])
 	switch {
 	case err == nil:
@@ -110,6 +109,51 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	return exitFailure
+}
+
+// newFlagSet returns the flag set cmd.run fills in, with the usage text
+// that --help, 'lockstep help' and the manual page all show.
+func newFlagSet(cmd command, output io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("lockstep "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "usage: lockstep %s [flags] %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
+		if hasFlags(fs) {
+			fmt.Fprintln(out, "\nflags:")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// helpText returns what 'lockstep <cmd> --help' prints: the command
+// registers its flags and stops at --help, doing nothing else.
+func helpText(ctx context.Context, cmd command) string {
+	var out strings.Builder
+	fs := newFlagSet(cmd, io.Discard)
+	cmd.run(ctx, env{stdout: &out, stderr: io.Discard}, fs, []string{"--help"})
+	return out.String()
+}
+
+// runHelp is 'lockstep help [command]'.
+func runHelp(ctx context.Context, e env, args []string) int {
+	switch len(args) {
+	case 0:
+		printUsage(e.stdout)
+		return exitOK
+	case 1:
+	default:
+		fmt.Fprintf(e.stderr, "lockstep help: unexpected argument %q (usage: lockstep help [command])\n", args[1])
+		return exitUsage
+	}
+	cmd, ok := findCommand(args[0])
+	if !ok {
+		fmt.Fprintf(e.stderr, "lockstep help: unknown command %q (see 'lockstep --help')\n", args[0])
+		return exitUsage
+	}
+	fmt.Fprint(e.stdout, helpText(ctx, cmd))
+	return exitOK
 }
 
 // parseFlags parses args into fs, sending --help output to stdout as a
@@ -152,7 +196,10 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run 'lockstep <command> --help' for a command's flags.")
+	fmt.Fprintf(w, "  %-*s  %s\n", width, "help", "Show a command's usage and flags: lockstep help <command>.")
+	fmt.Fprintf(w, "  %-*s  %s\n", width, "version", "Print lockstep's version.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'lockstep help <command>' or 'lockstep <command> --help' for a command's flags.")
 }
 
 // version is set at build time with -ldflags "-X main.version=...".

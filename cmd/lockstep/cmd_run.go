@@ -15,7 +15,10 @@ import (
 var runCommand = command{
 	name: "run",
 	summary: `Run the daemon in the foreground (for systemd Type=simple). Logs go to
-stderr. SIGINT/SIGTERM stop it cleanly; SIGHUP checks the configuration again.`,
+stderr. SIGINT/SIGTERM stop it cleanly. SIGHUP reloads the configuration:
+peers and per-folder settings apply at once; the log names each change,
+and those that need a restart (the [node] table, adding or removing a
+folder, a folder's path or mode).`,
 	run: runRun,
 }
 
@@ -52,10 +55,12 @@ func runRun(ctx context.Context, e env, fs *flag.FlagSet, args []string) error {
 			case <-done:
 				return
 			case <-hup:
-				if _, err := loadDaemonConfig(*cfgPath); err != nil {
-					log.Error("SIGHUP: configuration is invalid; still running the loaded one", "err", err)
-				} else {
-					log.Warn("SIGHUP: configuration is valid; changes take effect after a restart")
+				cfg, err := loadDaemonConfig(*cfgPath)
+				if err == nil {
+					err = d.Reload(cfg)
+				}
+				if err != nil {
+					log.Error("SIGHUP: configuration not reloaded; still running the loaded one", "err", err)
 				}
 			}
 		}
