@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"lockstep/config"
 	"lockstep/conflict"
 	"lockstep/control"
@@ -48,6 +50,9 @@ type Daemon struct {
 
 	trafficMu sync.Mutex
 	traffic   map[identity.NodeID]*traffic
+
+	// commitLatency times local versions from recorded to committed.
+	commitLatency *prometheus.HistogramVec
 }
 
 // traffic is the byte count of one peer: finished connections summed in
@@ -76,7 +81,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		}
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}, traffic: map[identity.NodeID]*traffic{}}
+	d := &Daemon{cfg: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}, traffic: map[identity.NodeID]*traffic{}, commitLatency: newCommitLatency()}
 	var peers []transport.Peer
 	byName := map[string]identity.NodeID{}
 	for _, p := range cfg.Peers {
@@ -138,10 +143,12 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		peers = append(peers, replica.Peer{Name: name, ID: byName[name].Short()})
 	}
 	log := d.log.With("folder", fc.ID)
-	// The engine, created after the scanner, holds the deletion guard.
+	// The engine, created after the scanner, holds the deletion guard and
+	// stamps new local versions (noting when they were recorded).
 	var engine *replica.Folder
 	guard := func(folder string, deletions, total int) error { return engine.DeleteGuard(folder, deletions, total) }
-	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), clock, match, guard, d.log)
+	stamp := clockFunc(func(now time.Time) conflict.Stamp { return engine.Stamp(now) })
+	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), stamp, match, guard, d.log)
 	if err != nil {
 		fs.Close()
 		return nil, err
@@ -156,6 +163,7 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		ConflictDir: filepath.Join(d.cfg.Node.DataDir, "conflicts", fc.ID),
 		Logger:      d.log,
 		Ignore:      match.Match,
+		Events:      replica.Events{Committed: observeSeconds(d.commitLatency.WithLabelValues(fc.ID))},
 	}, sc, fs)
 	if err != nil {
 		fs.Close()

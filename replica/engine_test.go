@@ -37,7 +37,9 @@ type testNode struct {
 	engine *Folder
 	clock  *Clock
 	served int64 // chunk bytes served to peers
-	mu     sync.Mutex
+	// committed holds the latencies reported by Events.Committed.
+	committed []time.Duration
+	mu        sync.Mutex
 }
 
 // scanner is a test stand-in for the real scanner: it records the paths it
@@ -79,6 +81,11 @@ func newTestNode(t *testing.T, name string, id conflict.NodeID, peers []Peer) *t
 		Clock:       n.clock,
 		ConflictDir: filepath.Join(n.data, "conflicts", "docroot"),
 		Logger:      testLogger(),
+		Events: Events{Committed: func(d time.Duration) {
+			n.mu.Lock()
+			n.committed = append(n.committed, d)
+			n.mu.Unlock()
+		}},
 	}, testScanner{n}, n.fs)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +134,7 @@ func (n *testNode) record(rel string) {
 		}
 	}
 	r.Version = old.Version.Update(n.id)
-	r.Stamp = n.clock.Now(time.Now())
+	r.Stamp = n.engine.Stamp(time.Now())
 	r.Origin = n.id
 	if err := n.ix.Put("docroot", []index.Record{r}); err != nil {
 		n.t.Fatal(err)

@@ -63,6 +63,8 @@ type Options struct {
 	Ignore func(rel string, isDir bool) bool
 	// Now is the wall clock; nil means time.Now.
 	Now func() time.Time
+	// Events are called as the engine works, for metrics.
+	Events Events
 }
 
 // Counters count what the engine did, for metrics. Every field only grows.
@@ -116,6 +118,13 @@ type Folder struct {
 	rescan, holdScan chan struct{}
 	queue            *queue
 	conflict         *conflictLog
+	// recorded holds when recent local versions were recorded.
+	recorded recordTimes
+
+	// commitMu serialises observeCommits; observed is the sequence through
+	// which commits were reported.
+	commitMu sync.Mutex
+	observed uint64
 
 	// Counters are updated by the engine and read by metrics.
 	Counters Counters
@@ -155,15 +164,20 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		rescan:    make(chan struct{}, 1),
 		holdScan:  make(chan struct{}, 1),
 		queue:     newQueue(),
+		recorded:  recordTimes{max: maxRecordTimes},
 	}
 	stored, err := opts.Index.Peers(opts.Folder.ID)
 	if err != nil {
 		return nil, err
 	}
+	var confirmed []uint64
 	for _, p := range opts.Peers {
 		pr := stored[p.ID]
 		f.peers[p.ID] = &peer{Peer: p, progress: pr, wm: newWatermark(pr.Received), confirm: newSignal(), confirmed: pr.Received}
+		confirmed = append(confirmed, pr.Confirmed)
 	}
+	// Versions committed before this start are not reported.
+	f.observed = f.committedThrough(confirmed)
 	cl, err := openConflictLog(opts.ConflictDir)
 	if err != nil {
 		return nil, err
