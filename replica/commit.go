@@ -50,6 +50,9 @@ func (r *recordTimes) len() int { return len(r.q) - r.head }
 // add notes that the version stamped s was recorded at at. When max are
 // held, the older half is forgotten.
 func (r *recordTimes) add(s conflict.Stamp, at time.Time) {
+	if n := len(r.q); n > r.head && s <= r.q[n-1].s {
+		return // out of order: not timed rather than misplaced
+	}
 	if r.first == 0 {
 		r.first = s
 	}

@@ -26,6 +26,7 @@ func TestRecordTimes(t *testing.T) {
 		{"older replaced", 8, []step{{add: 1}, {add: 2}, {add: 3}, {take: 2, ok: true, want: at(2)}, {take: 1}, {take: 3, ok: true, want: at(3)}}},
 		{"before start", 8, []step{{add: 5}, {take: 4}, {take: 5, ok: true, want: at(5)}}},
 		{"empty", 8, []step{{take: 1}}},
+		{"out of order not timed", 8, []step{{add: 1}, {add: 3}, {add: 2}, {take: 2}, {take: 3, ok: true, want: at(3)}}},
 		{"forgotten half timed by stamp", 4, []step{
 			{add: 1}, {add: 2}, {add: 3}, {add: 4}, {add: 5}, {add: 6},
 			{take: 1, ok: true, want: st(1).Time()}, {take: 2, ok: true, want: st(2).Time()},
