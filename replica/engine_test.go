@@ -443,6 +443,56 @@ func TestCatchUpAfterDisconnect(t *testing.T) {
 	})
 }
 
+// TestLargeAndMixedBatches: a batch larger than flushEachMax (flushed with
+// syncfs), then a new file in new directories, a mode change and a
+// deletion (small batches, flushed file by file) arrive whole, with their
+// metadata, and leave no temp file.
+func TestLargeAndMixedBatches(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a)
+	n := flushEachMax + 36
+	for i := range n {
+		a.write(fmt.Sprintf("many/%03d", i), []byte(fmt.Sprint(i)))
+	}
+	// b's puller starts once every file is queued: they are applied in one
+	// batch.
+	cut := link(t, ctx, a, b)
+	eventually(t, "the files queued on b", func() bool {
+		b.engine.mu.Lock()
+		defer b.engine.mu.Unlock()
+		return b.engine.queue.len() == n
+	})
+	runEngines(t, b)
+	eventually(t, "the large batch on b", func() bool {
+		for i := range n {
+			if !hasContent(b, fmt.Sprintf("many/%03d", i), []byte(fmt.Sprint(i)))() {
+				return false
+			}
+		}
+		return true
+	})
+	cut()
+	a.write("deep/new/file", []byte("new"))
+	if err := os.Chmod(filepath.Join(a.dir, "many/000"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.record("many/000")
+	os.Remove(filepath.Join(a.dir, "many/001"))
+	a.record("many/001")
+	defer link(t, ctx, a, b)()
+	eventually(t, "the mixed batch on b", func() bool {
+		st, err := os.Stat(filepath.Join(b.dir, "many/000"))
+		_, gone := os.Stat(filepath.Join(b.dir, "many/001"))
+		return hasContent(b, "deep/new/file", []byte("new"))() && err == nil && st.Mode().Perm() == 0o600 && errors.Is(gone, fs.ErrNotExist)
+	})
+	entries, _ := os.ReadDir(filepath.Join(b.dir, "many"))
+	for _, e := range entries {
+		if vfs.IsTemp(e.Name()) {
+			t.Errorf("temp file left on b: %s", e.Name())
+		}
+	}
+}
+
 func TestUnsafePathRefused(t *testing.T) {
 	a, b := pair(t)
 	ctx := runEngines(t, b)
