@@ -233,7 +233,7 @@ func (f *Folder) HandleConfirm(id conflict.NodeID, c *protocol.Confirm) error {
 		return err
 	}
 	if err := f.observeCommits(at); err != nil {
-		f.log.Warn("timing commits failed", "err", err)
+		f.log.Warn("reading the committed versions for the commit latency metric failed", "err", err)
 	}
 	return nil
 }
