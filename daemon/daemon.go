@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"lockstep/config"
 	"lockstep/conflict"
 	"lockstep/control"
@@ -58,6 +60,9 @@ type Daemon struct {
 	trafficMu sync.Mutex
 	peers     []transport.Peer // guarded by trafficMu
 	traffic   map[identity.NodeID]*traffic
+
+	// commitLatency times local versions from recorded to committed.
+	commitLatency *prometheus.HistogramVec
 }
 
 // traffic is the byte count of one peer: finished connections summed in
@@ -88,7 +93,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		}
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, live: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}, traffic: map[identity.NodeID]*traffic{}, readLimits: readKernelLimits}
+	d := &Daemon{cfg: cfg, live: cfg, log: log, id: id, folders: map[string]*folder{}, names: map[conflict.NodeID]string{}, traffic: map[identity.NodeID]*traffic{}, readLimits: readKernelLimits, commitLatency: newCommitLatency()}
 	var peers []transport.Peer
 	byName := map[string]identity.NodeID{}
 	for _, p := range cfg.Peers {
@@ -153,10 +158,12 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 	fo := &folder{}
 	fo.ignore.Store(match)
 	skip := func(rel string, isDir bool) bool { return fo.ignore.Load().Match(rel, isDir) }
-	// The engine, created after the scanner, holds the deletion guard.
+	// The engine, created after the scanner, holds the deletion guard and
+	// stamps new local versions (noting when they were recorded).
 	var engine *replica.Folder
 	guard := func(folder string, deletions, total int) error { return engine.DeleteGuard(folder, deletions, total) }
-	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), clock, match, guard, d.log)
+	stamp := clockFunc(func(now time.Time) conflict.Stamp { return engine.Stamp(now) })
+	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), stamp, match, guard, d.log)
 	if err != nil {
 		fs.Close()
 		return nil, err
@@ -172,6 +179,7 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		Logger:       d.log,
 		Ignore:       skip,
 		ResyncMarker: ResyncMarker(d.cfg.Node.DataDir, fc.ID),
+		Events:       replica.Events{Committed: observeSeconds(d.commitLatency.WithLabelValues(fc.ID))},
 	}, sc, fs)
 	if err != nil {
 		fs.Close()

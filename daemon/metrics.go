@@ -46,6 +46,23 @@ var (
 	descWatched     = prometheus.NewDesc("lockstep_watch_dirs", "Directories watched.", []string{"folder"}, nil)
 )
 
+// commitBuckets are the commit latency histogram's upper bounds, in
+// seconds: 1 ms to 10 s.
+var commitBuckets = []float64{.001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5, 10}
+
+func newCommitLatency() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "lockstep_commit_latency_seconds",
+		Help:    "Time from a local version being recorded to it being committed: held durably by a quorum of nodes (quorum folder) or by every peer (async folder).",
+		Buckets: commitBuckets,
+	}, []string{"folder"})
+}
+
+// observeSeconds adapts a histogram to a callback taking durations.
+func observeSeconds(o prometheus.Observer) func(time.Duration) {
+	return func(d time.Duration) { o.Observe(d.Seconds()) }
+}
+
 func (c collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -112,7 +129,7 @@ const defaultHealthLag = 5 * time.Minute
 // serveMetrics serves /metrics and /healthz on addr until ctx ends.
 func (d *Daemon) serveMetrics(ctx context.Context, addr string) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{d})
+	reg.MustRegister(collector{d}, d.commitLatency)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", d.healthz)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"lockstep/config"
 	"lockstep/conflict"
@@ -25,7 +26,12 @@ func (a scanAdapter) ScanPaths(ctx context.Context, paths []string) ([]string, e
 	return res.Retry, err
 }
 
-func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock *replica.Clock, match *ignore.Matcher, guard scanner.DeleteGuard, log *slog.Logger) (replica.Scanner, error) {
+// clockFunc is a scanner.Clock made of a function.
+type clockFunc func(now time.Time) conflict.Stamp
+
+func (c clockFunc) Now(now time.Time) conflict.Stamp { return c(now) }
+
+func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock scanner.Clock, match *ignore.Matcher, guard scanner.DeleteGuard, log *slog.Logger) (replica.Scanner, error) {
 	s, err := scanner.New(ix, scanner.Config{
 		Folder:      fc.ID,
 		Dir:         fc.Path,

@@ -29,6 +29,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "lockstep")
+	if prebuilt := os.Getenv("LOCKSTEP_E2E_BINARY"); prebuilt != "" {
+		// A binary built elsewhere, e.g. from another commit to compare
+		// benchmarks in one session.
+		binary = prebuilt
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
 	build := exec.Command("go", "build", "-race", "-o", binary, "../cmd/lockstep")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if os.Getenv("LOCKSTEP_E2E_NORACE") != "" {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -104,6 +105,42 @@ func TestMetricsAndHealthz(t *testing.T) {
 	}
 	if v, ok := value("lockstep_peer_sent_bytes_total", map[string]string{"peer": "node2"}); !ok || v < 300_000*0.9 {
 		t.Errorf("lockstep_peer_sent_bytes_total = %v (%v), want about the file's size", v, ok)
+	}
+	// A write that was waited on is timed from recorded to committed.
+	waited := filepath.Join(n1.folders["docroot"], "waited.txt")
+	writeAtomic(t, waited, []byte("waited"), 0o644)
+	if _, err := n1.lockstep("wait", "--timeout", "20s", waited); err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	_, body = get("/metrics")
+	families, err = parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text format: %v", err)
+	}
+	fam, ok := families["lockstep_commit_latency_seconds"]
+	switch {
+	case !ok:
+		t.Errorf("no lockstep_commit_latency_seconds in /metrics")
+	case fam.GetType().String() != "HISTOGRAM" || len(fam.Metric) != 1:
+		t.Errorf("lockstep_commit_latency_seconds: type %v, %d series; want one histogram", fam.GetType(), len(fam.Metric))
+	default:
+		m := fam.Metric[0]
+		if len(m.Label) != 1 || m.Label[0].GetName() != "folder" || m.Label[0].GetValue() != "docroot" {
+			t.Errorf("lockstep_commit_latency_seconds labels = %v, want folder=docroot", m.Label)
+		}
+		h := m.GetHistogram()
+		if h.GetSampleCount() == 0 || h.GetSampleSum() <= 0 {
+			t.Errorf("lockstep_commit_latency_seconds: count %d sum %v after a waited write, want > 0", h.GetSampleCount(), h.GetSampleSum())
+		}
+		var bounds []float64
+		for _, b := range h.GetBucket() {
+			if !math.IsInf(b.GetUpperBound(), 1) {
+				bounds = append(bounds, b.GetUpperBound())
+			}
+		}
+		if len(bounds) == 0 || bounds[0] != 0.001 || bounds[len(bounds)-1] != 10 {
+			t.Errorf("lockstep_commit_latency_seconds bounds = %v, want 1 ms … 10 s", bounds)
+		}
 	}
 	if code, body := get("/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
 		t.Fatalf("/healthz on a synced node: %d %q", code, body)

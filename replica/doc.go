@@ -10,10 +10,11 @@
 // pull queue. The puller assembles files from chunks found on this node
 // (by hash, via the index's chunk locations) and chunks fetched from any
 // peer that announced the version, writes them under a ".lockstep" temp
-// name, flushes a whole batch with one syncfs, renames them into place,
-// records them in the index (conditionally, so a local change made
-// meanwhile is never overwritten) and then tells the peers how far their
-// announcements are processed.
+// name, flushes them (each with fsync for a small batch, a large one with
+// one syncfs; see chooseFlush), renames them into place, flushes the
+// renames, records them in the index (conditionally, so a local change
+// made meanwhile is never overwritten) and then tells the peers how far
+// their announcements are processed.
 //
 // Invariants:
 //   - a peer's announcement counts as received (persisted cursor,

@@ -37,7 +37,9 @@ type testNode struct {
 	engine *Folder
 	clock  *Clock
 	served int64 // chunk bytes served to peers
-	mu     sync.Mutex
+	// committed holds the latencies reported by Events.Committed.
+	committed []time.Duration
+	mu        sync.Mutex
 }
 
 // scanner is a test stand-in for the real scanner: it records the paths it
@@ -79,6 +81,11 @@ func newTestNode(t *testing.T, name string, id conflict.NodeID, peers []Peer) *t
 		Clock:       n.clock,
 		ConflictDir: filepath.Join(n.data, "conflicts", "docroot"),
 		Logger:      testLogger(),
+		Events: Events{Committed: func(d time.Duration) {
+			n.mu.Lock()
+			n.committed = append(n.committed, d)
+			n.mu.Unlock()
+		}},
 	}, testScanner{n}, n.fs)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +134,7 @@ func (n *testNode) record(rel string) {
 		}
 	}
 	r.Version = old.Version.Update(n.id)
-	r.Stamp = n.clock.Now(time.Now())
+	r.Stamp = n.engine.Stamp(time.Now())
 	r.Origin = n.id
 	if err := n.ix.Put("docroot", []index.Record{r}); err != nil {
 		n.t.Fatal(err)
@@ -434,6 +441,56 @@ func TestCatchUpAfterDisconnect(t *testing.T) {
 		prog, _ := b.ix.Progress("docroot", a.id)
 		return prog.Received >= 50
 	})
+}
+
+// TestLargeAndMixedBatches: a batch larger than flushEachMax (flushed with
+// syncfs), then a new file in new directories, a mode change and a
+// deletion (small batches, flushed file by file) arrive whole, with their
+// metadata, and leave no temp file.
+func TestLargeAndMixedBatches(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a)
+	n := flushEachMax + 36
+	for i := range n {
+		a.write(fmt.Sprintf("many/%03d", i), []byte(fmt.Sprint(i)))
+	}
+	// b's puller starts once every file is queued: they are applied in one
+	// batch.
+	cut := link(t, ctx, a, b)
+	eventually(t, "the files queued on b", func() bool {
+		b.engine.mu.Lock()
+		defer b.engine.mu.Unlock()
+		return b.engine.queue.len() == n
+	})
+	runEngines(t, b)
+	eventually(t, "the large batch on b", func() bool {
+		for i := range n {
+			if !hasContent(b, fmt.Sprintf("many/%03d", i), []byte(fmt.Sprint(i)))() {
+				return false
+			}
+		}
+		return true
+	})
+	cut()
+	a.write("deep/new/file", []byte("new"))
+	if err := os.Chmod(filepath.Join(a.dir, "many/000"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.record("many/000")
+	os.Remove(filepath.Join(a.dir, "many/001"))
+	a.record("many/001")
+	defer link(t, ctx, a, b)()
+	eventually(t, "the mixed batch on b", func() bool {
+		st, err := os.Stat(filepath.Join(b.dir, "many/000"))
+		_, gone := os.Stat(filepath.Join(b.dir, "many/001"))
+		return hasContent(b, "deep/new/file", []byte("new"))() && err == nil && st.Mode().Perm() == 0o600 && errors.Is(gone, fs.ErrNotExist)
+	})
+	entries, _ := os.ReadDir(filepath.Join(b.dir, "many"))
+	for _, e := range entries {
+		if vfs.IsTemp(e.Name()) {
+			t.Errorf("temp file left on b: %s", e.Name())
+		}
+	}
 }
 
 func TestUnsafePathRefused(t *testing.T) {

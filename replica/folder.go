@@ -66,6 +66,8 @@ type Options struct {
 	// ResyncMarker is the file that marks a resync of the folder as
 	// unfinished (see Resync); empty: resyncs do not survive a restart.
 	ResyncMarker string
+	// Events are called as the engine works, for metrics.
+	Events Events
 }
 
 // Counters count what the engine did, for metrics. Every field only grows.
@@ -125,6 +127,13 @@ type Folder struct {
 	queue            *queue
 	conflict         *conflictLog
 	resync           *resyncState // nil unless a resync runs
+	// recorded holds when recent local versions were recorded.
+	recorded recordTimes
+
+	// commitMu serialises observeCommits; observed is the sequence through
+	// which commits were reported.
+	commitMu sync.Mutex
+	observed uint64
 
 	// Counters are updated by the engine and read by metrics.
 	Counters Counters
@@ -164,6 +173,7 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		rescan:    make(chan struct{}, 1),
 		holdScan:  make(chan struct{}, 1),
 		queue:     newQueue(),
+		recorded:  recordTimes{max: maxRecordTimes},
 	}
 	fc := opts.Folder
 	f.cfg.Store(&fc)
@@ -171,10 +181,15 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 	if err != nil {
 		return nil, err
 	}
+	var confirmed []uint64
 	for _, p := range opts.Peers {
-		f.peers[p.ID] = newPeer(p, stored[p.ID])
+		pr := stored[p.ID]
+		f.peers[p.ID] = newPeer(p, pr)
+		confirmed = append(confirmed, pr.Confirmed)
 	}
 	f.npeers.Store(int64(len(f.peers)))
+	// Versions committed before this start are not reported.
+	f.observed = f.committedThrough(confirmed)
 	cl, err := openConflictLog(opts.ConflictDir)
 	if err != nil {
 		return nil, err

@@ -102,7 +102,10 @@ type job struct {
 	temp   *vfs.Temp // a file assembled under a temp name, to commit
 	rec    index.Record
 	write  bool // rec must be written to the index
-	err    error
+	// metaOnly is set when only the entry's mode or mtime was changed in
+	// place (the content was already here).
+	metaOnly bool
+	err      error
 }
 
 func (f *Folder) applyBatch(ctx context.Context, items []*item) {
@@ -122,29 +125,43 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 			f.decide(ctx, j)
 		}
 	}
-	// 2. Assemble files under temp names, several at once.
-	sem := make(chan struct{}, fileWorkers)
-	var wg sync.WaitGroup
+	// 2. Assemble files under temp names, several at once, and give them
+	// their metadata; a small batch flushes each file as it is done.
+	var assemble []*job
 	for _, j := range jobs {
 		if j.err != nil || j.action == conflict.Keep || j.it.info.Deleted || j.it.info.Type != protocol.File || j.write {
 			continue
 		}
+		assemble = append(assemble, j)
+	}
+	plan := chooseFlush(len(assemble))
+	sem := make(chan struct{}, fileWorkers)
+	var wg sync.WaitGroup
+	for _, j := range assemble {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			j.temp, j.err = f.assemble(ctx, j)
+			temp, err := f.assemble(ctx, j)
+			if err == nil {
+				if err = temp.Seal(f.meta(&j.it.info), plan == flushEach); err != nil {
+					temp.Abort()
+					temp = nil
+				}
+			}
+			j.temp, j.err = temp, err
 		}()
 	}
 	wg.Wait()
-	// 3. One flush for every temp file of the batch, then commit under the
-	// scanner's lock, so a scan never sees a file renamed but not recorded.
+	// 3. Flush the temp files of a large batch together, then commit under
+	// the scanner's lock, so a scan never sees a file renamed but not
+	// recorded.
 	anyTemp := false
 	for _, j := range jobs {
 		anyTemp = anyTemp || j.temp != nil
 	}
-	if anyTemp {
+	if anyTemp && plan == flushFS {
 		if err := f.fs.SyncFS(); err != nil {
 			for _, j := range jobs {
 				if j.temp != nil {
@@ -169,7 +186,7 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 	if len(writes) > 0 {
 		if anyTemp {
 			// Make the renames durable before they count as held.
-			if err := f.fs.SyncFS(); err != nil {
+			if err := f.flushApplied(plan, written); err != nil {
 				f.log.Warn("flushing renames failed", "err", err)
 			}
 		}
@@ -309,9 +326,38 @@ func (f *Folder) decide(ctx context.Context, j *job) {
 			j.err = err
 			return
 		}
-		j.rec, j.write = f.recordFor(fi, st), true
+		j.rec, j.write, j.metaOnly = f.recordFor(fi, st), true, true
 		j.action = conflict.Take
 	}
+}
+
+// flushApplied makes the entries a batch put in place durable, the way
+// plan says: for flushEach the temp files were flushed before their
+// renames, so what is left is the files whose metadata alone changed and
+// the directories holding the entries.
+func (f *Folder) flushApplied(plan flush, written []*job) error {
+	switch plan {
+	case flushFS:
+		return f.fs.SyncFS()
+	case flushEach:
+		var paths []string
+		for _, j := range written {
+			fi := &j.it.info
+			if j.metaOnly && fi.Type != protocol.Symlink {
+				if err := f.fs.Fsync(fi.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+			}
+			paths = append(paths, fi.Path)
+		}
+		for _, dir := range dirsToFlush(paths) {
+			// A tombstone's directory may not exist: nothing to flush.
+			if err := f.fs.Fsync(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // diskMatches reports whether what is on disk is what the record says, as
@@ -502,7 +548,7 @@ func (f *Folder) commit(j *job) error {
 				break
 			}
 		}
-		err = j.temp.Commit(f.meta(fi))
+		err = j.temp.Commit()
 		j.temp = nil
 	}
 	if err != nil {

@@ -230,6 +230,7 @@ func (f *Folder) admit(ctx context.Context, p *peer, fi *protocol.FileInfo) erro
 // HandleConfirm takes a peer's confirmation that it holds our index up to a
 // sequence.
 func (f *Folder) HandleConfirm(id conflict.NodeID, c *protocol.Confirm) error {
+	at := f.now()
 	info, err := f.ix.Info(f.id)
 	if err != nil {
 		return err
@@ -249,5 +250,11 @@ func (f *Folder) HandleConfirm(id conflict.NodeID, c *protocol.Confirm) error {
 	prog := p.progress
 	f.mu.Unlock()
 	f.confirmed.Notify()
-	return f.ix.SetProgress(f.id, id, prog)
+	if err := f.ix.SetProgress(f.id, id, prog); err != nil {
+		return err
+	}
+	if err := f.observeCommits(at); err != nil {
+		f.log.Warn("reading the committed versions for the commit latency metric failed", "err", err)
+	}
+	return nil
 }

@@ -11,7 +11,9 @@
 //     flushed, given their mode and mtime, and only then renamed into place:
 //     readers see the old file or the new one, never a mix (SPEC guarantee 1).
 //
-// Several files can be flushed together with one syncfs(2) (Folder.SyncFS)
-// before their renames, which makes durability cheap for many small files
-// without giving up the guarantee.
+// A temp file is flushed either on its own (Temp.Seal with sync, then
+// Folder.Fsync of its directory after the rename) or, for a large batch,
+// together with every other with one syncfs(2) before the renames and one
+// after (Folder.SyncFS), which is cheaper for many files but also flushes
+// whatever other programs wrote to the filesystem.
 package vfs

@@ -128,13 +128,15 @@ type Meta struct {
 }
 
 // Temp is a file being written under a temporary name beside its target.
-// The owner writes it, calls Sync (or has the folder flushed with SyncFS),
-// then Commit or Abort. A Temp is not safe for concurrent use.
+// The owner writes it, calls Seal — which gives it its metadata and, when
+// asked, flushes it — then Commit, or Abort at any point. A Temp is not
+// safe for concurrent use.
 type Temp struct {
 	folder *Folder
 	file   *os.File
 	rel    string // final name
 	tmp    string // temporary name, same directory
+	sealed bool
 }
 
 // Create starts writing rel: it creates the parent directories if needed
@@ -173,15 +175,36 @@ func (t *Temp) File() *os.File { return t.file }
 // Name returns the final path the temp file will take.
 func (t *Temp) Name() string { return t.rel }
 
-// Sync flushes the temp file's data to disk.
-func (t *Temp) Sync() error { return t.file.Sync() }
+// Seal gives the temp file its final metadata (mode, owner, mtime) and
+// closes it. With sync it then flushes the file, data and metadata, with
+// fsync(2): once Commit has renamed it, syncing its directory
+// makes it durable whole (Fsync). Without sync, the caller flushes the whole
+// filesystem (SyncFS) before Commit, and again after it, which is cheaper
+// than an fsync per file for a large batch. On error the caller aborts.
+func (t *Temp) Seal(meta Meta, sync bool) error {
+	if err := t.apply(meta); err != nil {
+		return fmt.Errorf("seal %s: %w", t.rel, err)
+	}
+	if sync {
+		if err := t.file.Sync(); err != nil {
+			return fmt.Errorf("flush %s: %w", t.rel, err)
+		}
+	}
+	if err := t.file.Close(); err != nil {
+		return fmt.Errorf("seal %s: %w", t.rel, err)
+	}
+	t.sealed = true
+	return nil
+}
 
-// Commit closes the temp file, applies meta and renames it over rel. The
-// data must already be durable (Sync or Folder.SyncFS) when the caller needs
-// it to be; Commit itself does not flush, so that a batch can share one.
-// On error the temp file is removed.
-func (t *Temp) Commit(meta Meta) error {
-	err := t.apply(meta)
+// Commit renames the sealed temp file over rel. It does not flush, so that
+// a batch can share one flush (see Seal). On error the temp file is
+// removed.
+func (t *Temp) Commit() error {
+	var err error
+	if !t.sealed {
+		err = errors.New("not sealed")
+	}
 	if err == nil {
 		err = t.folder.checkParents(t.rel)
 	}
@@ -194,32 +217,28 @@ func (t *Temp) Commit(meta Meta) error {
 		err = t.folder.root.Rename(t.tmp, t.rel)
 	}
 	if err != nil {
+		t.file.Close()
 		_ = t.folder.root.Remove(t.tmp)
 		return fmt.Errorf("commit %s: %w", t.rel, err)
 	}
 	return nil
 }
 
+// apply sets the open file's mode, owner and mtime, the mtime last.
 func (t *Temp) apply(meta Meta) error {
 	if err := t.file.Chmod(meta.Mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
-		t.file.Close()
 		return err
 	}
 	if meta.Chown {
 		if err := t.file.Chown(meta.UID, meta.GID); err != nil {
-			t.file.Close()
 			return err
 		}
 		// chown clears setuid/setgid bits: apply the mode once more.
 		if meta.Mode&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
 			if err := t.file.Chmod(meta.Mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
-				t.file.Close()
 				return err
 			}
 		}
-	}
-	if err := t.file.Close(); err != nil {
-		return err
 	}
 	return t.folder.root.Chtimes(t.tmp, meta.MTime, meta.MTime)
 }
@@ -243,6 +262,34 @@ func (f *Folder) SyncFS() error {
 	defer d.Close()
 	if err := unix.Syncfs(int(d.Fd())); err != nil {
 		return fmt.Errorf("syncfs %s: %w", f.dir, err)
+	}
+	return nil
+}
+
+// Fsync flushes the file or directory rel with fsync(2): its data and
+// metadata, and for a directory the entries renamed, created or removed in
+// it. "." is the folder root. A symlink is refused, at the end or in a
+// parent.
+func (f *Folder) Fsync(rel string) error {
+	if rel != "." {
+		if err := f.checkParents(rel); err != nil {
+			return err
+		}
+	}
+	fi, err := f.root.Lstat(rel)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() && !fi.Mode().IsRegular() {
+		return fmt.Errorf("fsync %s in %s: not a file or directory", rel, f.dir)
+	}
+	d, err := f.root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s in %s: %w", rel, f.dir, err)
 	}
 	return nil
 }

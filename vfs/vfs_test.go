@@ -3,6 +3,7 @@ package vfs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -59,38 +60,90 @@ func open(t *testing.T) (*Folder, string) {
 }
 
 func TestCreateCommit(t *testing.T) {
+	for _, sync := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sync=%v", sync), func(t *testing.T) {
+			f, dir := open(t)
+			tmp, err := f.Create("a/b/c.txt", 0o755)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(filepath.Base(tmp.tmp), TempPrefix) || !IsTemp(tmp.tmp) {
+				t.Fatalf("temp name %q does not begin with %q", tmp.tmp, TempPrefix)
+			}
+			if _, err := tmp.File().Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			mtime := time.Date(2020, 1, 2, 3, 4, 5, 123456789, time.UTC)
+			if err := tmp.Seal(Meta{Mode: 0o640, MTime: mtime}, sync); err != nil {
+				t.Fatal(err)
+			}
+			// Before the commit, the final name does not exist.
+			if _, err := os.Stat(filepath.Join(dir, "a/b/c.txt")); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("final name visible before commit: %v", err)
+			}
+			if err := tmp.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Fsync("a/b"); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Lstat(filepath.Join(dir, "a/b/c.txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode() != 0o640 || !fi.ModTime().Equal(mtime) || fi.Size() != 5 {
+				t.Fatalf("committed file: mode %v mtime %v size %d", fi.Mode(), fi.ModTime(), fi.Size())
+			}
+			entries, _ := os.ReadDir(filepath.Join(dir, "a/b"))
+			if len(entries) != 1 {
+				t.Fatalf("directory holds %d entries after commit, want 1 (temp file left behind?)", len(entries))
+			}
+		})
+	}
+}
+
+func TestCommitNeedsSeal(t *testing.T) {
 	f, dir := open(t)
-	tmp, err := f.Create("a/b/c.txt", 0o755)
+	tmp, err := f.Create("x", 0o755)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(filepath.Base(tmp.tmp), TempPrefix) || !IsTemp(tmp.tmp) {
-		t.Fatalf("temp name %q does not begin with %q", tmp.tmp, TempPrefix)
+	if err := tmp.Commit(); err == nil {
+		t.Fatal("an unsealed temp file was committed")
 	}
-	if _, err := tmp.File().Write([]byte("hello")); err != nil {
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 0 {
+		t.Fatalf("failed commit left %v", entries)
+	}
+}
+
+func TestFsync(t *testing.T) {
+	f, dir := open(t)
+	if err := os.MkdirAll(filepath.Join(dir, "a/b"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// Before the commit, the final name does not exist.
-	if _, err := os.Stat(filepath.Join(dir, "a/b/c.txt")); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("final name visible before commit: %v", err)
-	}
-	if err := tmp.Sync(); err != nil {
+	if err := os.Symlink("a", filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
-	mtime := time.Date(2020, 1, 2, 3, 4, 5, 123456789, time.UTC)
-	if err := tmp.Commit(Meta{Mode: 0o640, MTime: mtime}); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "a/file"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Lstat(filepath.Join(dir, "a/b/c.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode() != 0o640 || !fi.ModTime().Equal(mtime) || fi.Size() != 5 {
-		t.Fatalf("committed file: mode %v mtime %v size %d", fi.Mode(), fi.ModTime(), fi.Size())
-	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "a/b"))
-	if len(entries) != 1 {
-		t.Fatalf("directory holds %d entries after commit, want 1 (temp file left behind?)", len(entries))
+	for _, tc := range []struct {
+		rel string
+		ok  bool
+	}{
+		{".", true},
+		{"a", true},
+		{"a/b", true},
+		{"a/file", true},
+		{"link", false},   // a symlink is not followed
+		{"link/b", false}, // nor a symlink parent
+		{"missing", false},
+		{"../x", false},
+	} {
+		if err := f.Fsync(tc.rel); (err == nil) != tc.ok {
+			t.Errorf("Fsync(%q) = %v, want ok %v", tc.rel, err, tc.ok)
+		}
 	}
 }
 
@@ -159,7 +212,10 @@ func TestCommitReplacesSymlinkNotTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	tmp.File().Write([]byte("new"))
-	if err := tmp.Commit(Meta{Mode: 0o644, MTime: time.Now()}); err != nil {
+	if err := tmp.Seal(Meta{Mode: 0o644, MTime: time.Now()}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := tmp.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(outside); string(b) != "keep" {
@@ -178,7 +234,10 @@ func TestCommitRefusesDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tmp.Commit(Meta{Mode: 0o644, MTime: time.Now()}); err == nil {
+	if err := tmp.Seal(Meta{Mode: 0o644, MTime: time.Now()}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := tmp.Commit(); err == nil {
 		t.Fatal("commit over a directory succeeded")
 	}
 	entries, _ := os.ReadDir(dir)
