@@ -123,7 +123,7 @@ else
 	has /usr/share/man/man1/lockstep.1.gz 644 root:root
 	ok "the manual page is lockstep(1) and documents every command" \
 		bash -c 'page=$(zcat /usr/share/man/man1/lockstep.1.gz) && [[ $page == ".TH LOCKSTEP 1 "* ]] &&
-			for c in init id run status wait conflicts resume chunk; do grep -q "^\.SS \"lockstep $c\"" <<<"$page" || exit 1; done'
+			for c in init id run status wait conflicts resume resync chunk; do grep -q "^\.SS \"lockstep $c\"" <<<"$page" || exit 1; done'
 fi
 if grep -rqsE '^path-exclude[= ]+/usr/share/doc' /etc/dpkg/dpkg.cfg.d; then
 	say "dpkg excludes /usr/share/doc on this machine (/etc/dpkg/dpkg.cfg.d): documentation not checked"
@@ -244,8 +244,8 @@ id = "docroot"
 [[folders]]
 id = 'sessions'
 EOF
-completes "lockstep " "--help --version chunk conflicts help id init resync run status version wait"
-completes "lockstep re" "resync"
+completes "lockstep " "--help --version chunk conflicts help id init resume resync run status version wait"
+completes "lockstep re" "resume resync"
 completes "lockstep status --" "--config --folder --help --json --max-lag"
 completes "lockstep resync --" "--config --folder --help --no-wait"
 completes "lockstep status --config $tmp/cluster.toml --folder " "docroot sessions uploads"
