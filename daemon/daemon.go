@@ -223,7 +223,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			defer close(engineIn)
 			for b := range batches {
 				select {
-				case engineIn <- replica.Batch{Paths: b.Paths, Rescan: b.Rescan}:
+				case engineIn <- replica.Batch{Paths: b.Paths, Complete: b.Complete, Rescan: b.Rescan}:
 				case <-ctx.Done():
 					return nil
 				}

@@ -25,6 +25,11 @@ func (a scanAdapter) ScanPaths(ctx context.Context, paths []string) ([]string, e
 	return res.Retry, err
 }
 
+func (a scanAdapter) ScanPathsComplete(ctx context.Context, paths []string, complete []bool) ([]string, error) {
+	res, err := a.s.ScanPathsComplete(ctx, paths, complete)
+	return res.Retry, err
+}
+
 func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock *replica.Clock, match *ignore.Matcher, guard scanner.DeleteGuard, log *slog.Logger) (replica.Scanner, error) {
 	s, err := scanner.New(ix, scanner.Config{
 		Folder:      fc.ID,

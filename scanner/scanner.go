@@ -128,6 +128,15 @@ type Scanner struct {
 	warnMu sync.Mutex
 	warned map[string]bool // paths warned about once: special files, bad names
 
+	// racyMu guards racyPaths: files recorded while their mtime was still
+	// within racyWindow, because their writer was known to be done with
+	// them. The quick check cannot vouch for such a file (a write in the
+	// same timestamp tick would leave size and mtime as recorded), so it
+	// is read again whenever it is looked at, until a read finds its mtime
+	// old enough.
+	racyMu    sync.Mutex
+	racyPaths map[string]struct{}
+
 	// Seams for tests.
 	openat    func(dirfd int, name string) (int, error)
 	afterRead func(rel string) // after a file's content is read, before the final fstat
@@ -161,10 +170,11 @@ func New(ix *index.Index, cfg Config) (*Scanner, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Scanner{
-		ix:     ix,
-		cfg:    cfg,
-		log:    log.With("folder", cfg.Folder),
-		warned: map[string]bool{},
+		ix:        ix,
+		cfg:       cfg,
+		log:       log.With("folder", cfg.Folder),
+		warned:    map[string]bool{},
+		racyPaths: map[string]struct{}{},
 		openat: func(dirfd int, name string) (int, error) {
 			return unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		},
@@ -221,10 +231,23 @@ func (s *Scanner) scanAll(ctx context.Context) (Result, error) {
 // path whose parent directories are not yet in the index is scanned from
 // its highest such parent, so new directories are recorded too.
 func (s *Scanner) ScanPaths(ctx context.Context, paths []string) (Result, error) {
+	return s.ScanPathsComplete(ctx, paths, nil)
+}
+
+// ScanPathsComplete is ScanPaths told, by complete (nil, or parallel to
+// paths), which files their writer is known to be done with: renamed into
+// place, or closed after their last write (the watcher's Batch.Complete).
+// Such a file is recorded even when its mtime is within racyWindow — it
+// must still not change while it is read — and is then read again at
+// each later look, rather than trusted to the quick check, until a read
+// finds its mtime old enough; it is also returned in Result.Retry so that
+// this happens soon.
+func (s *Scanner) ScanPathsComplete(ctx context.Context, paths []string, complete []bool) (Result, error) {
 	s.scanMu.Lock()
 	defer s.scanMu.Unlock()
 	var seeds []string
-	for _, p := range paths {
+	var done map[string]bool
+	for i, p := range paths {
 		rel, err := s.relPath(p)
 		if err != nil {
 			return Result{}, err
@@ -232,6 +255,12 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths []string) (Result, error)
 		if rel == "" {
 			// The root itself: that is a full scan.
 			return s.scanAll(ctx)
+		}
+		if i < len(complete) && complete[i] {
+			if done == nil {
+				done = map[string]bool{}
+			}
+			done[rel] = true
 		}
 		rel, err = s.highestNew(rel)
 		if err != nil {
@@ -245,6 +274,7 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths []string) (Result, error)
 		return Result{}, err
 	}
 	defer r.close()
+	r.complete = done
 	items := make([]item, len(seeds))
 	for i, p := range seeds {
 		items[i] = item{rel: p}
@@ -253,6 +283,26 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths []string) (Result, error)
 	s.log.Debug("paths scanned", "op", "scan", "paths", len(seeds), "changed", res.Stats.Changed,
 		"deleted", res.Stats.Deleted, "retry", len(res.Retry))
 	return res, err
+}
+
+// racyRecorded reports whether rel was recorded with a racy mtime and not
+// read since with an old one.
+func (s *Scanner) racyRecorded(rel string) bool {
+	s.racyMu.Lock()
+	defer s.racyMu.Unlock()
+	_, ok := s.racyPaths[rel]
+	return ok
+}
+
+// setRacy notes whether rel's record may have a racy mtime.
+func (s *Scanner) setRacy(rel string, racy bool) {
+	s.racyMu.Lock()
+	defer s.racyMu.Unlock()
+	if racy {
+		s.racyPaths[rel] = struct{}{}
+	} else {
+		delete(s.racyPaths, rel)
+	}
 }
 
 // relPath turns a path given to ScanPaths into a clean slash-separated

@@ -24,6 +24,7 @@ type fakeSource struct {
 	removed []string
 	closed  bool
 	addErr  func(dir string) error // nil: every Add succeeds
+	closes  bool                   // reports opMoved and opClosed, as the Linux inotify source does
 }
 
 func (f *fakeSource) Add(dir string) error {
@@ -49,6 +50,7 @@ func (f *fakeSource) Remove(dir string) error {
 	return nil
 }
 
+func (f *fakeSource) Closes() bool                  { return f.closes }
 func (f *fakeSource) Events() <-chan fsnotify.Event { return f.events }
 func (f *fakeSource) Errors() <-chan error          { return f.errors }
 
@@ -81,6 +83,7 @@ type fakeSources struct {
 	addErr  func(dir string) error
 	initErr error
 	limit   func() (int, error) // stands in for /proc/sys/fs/inotify/max_user_watches when set
+	closes  bool                // the sources report opMoved and opClosed
 }
 
 func (fs *fakeSources) new() (source, error) {
@@ -94,6 +97,7 @@ func (fs *fakeSources) new() (source, error) {
 		errors:  make(chan error),
 		watched: map[string]bool{},
 		addErr:  fs.addErr,
+		closes:  fs.closes,
 	}
 	fs.all = append(fs.all, f)
 	return f, nil

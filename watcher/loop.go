@@ -219,6 +219,7 @@ func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
 		return
 	}
 	wasDir := l.dirs.has(rel)
+	closes := l.src != nil && l.src.Closes()
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 		// Gone from here. A renamed directory shows up again as a Create
 		// under its new name, which is watched afresh; the old name is
@@ -227,41 +228,40 @@ func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
 			l.unwatchTree(rel)
 		}
 		if !l.ignored(rel, wasDir) {
-			l.add(rel, touched, now)
+			l.add(rel, gone, now)
 		}
 	}
 	if ev.Has(fsnotify.Create) {
-		l.created(ctx, rel, now)
+		l.created(ctx, rel, ev.Has(opMoved), closes, now)
 	}
 	if ev.Has(fsnotify.Write) && !l.ignored(rel, false) {
-		l.add(rel, written, now)
+		k := written
+		if closes {
+			k = opened
+		}
+		l.add(rel, k, now)
 	}
 	if ev.Has(fsnotify.Chmod) && !l.ignored(rel, wasDir) {
 		l.add(rel, touched, now)
 	}
+	if ev.Has(opClosed) && !l.ignored(rel, false) {
+		l.add(rel, finished, now)
+	}
 }
 
 // created handles a name that appeared, by creation or by a rename into
-// the folder. A new directory is watched at once, with everything below
-// it, and then reported itself: the scanner walks it, which covers files
-// created in it before its watch existed.
-func (l *loop) created(ctx context.Context, rel string, now time.Time) {
+// the folder (moved). A new directory is watched at once, with everything
+// below it, and then reported itself: the scanner walks it, which covers
+// files created in it before its watch existed.
+func (l *loop) created(ctx context.Context, rel string, moved, closes bool, now time.Time) {
 	fi, err := os.Lstat(l.abs(rel))
 	if err != nil || !fi.IsDir() {
 		// A file, a symlink (never followed), or already gone again (its
-		// removal event is on the way): report it either way. A non-empty
-		// file is taken to be complete (renamed into place); any write to
-		// it after this event is on its way and puts it back on the settle
-		// clock. An empty one was most likely just opened by a writer that
-		// has not written yet, so it gets the full settle time.
+		// removal event is on the way): report it either way.
 		if l.ignored(rel, false) {
 			return
 		}
-		k := touched
-		if err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
-			k = written
-		}
-		l.add(rel, k, now)
+		l.add(rel, createdKind(fi, err, moved, closes), now)
 		return
 	}
 	if l.ignored(rel, true) || l.src == nil {
@@ -277,6 +277,41 @@ func (l *loop) created(ctx context.Context, rel string, now time.Time) {
 		return
 	}
 	l.add(rel, touched, now)
+}
+
+// createdKind decides how a new non-directory name settles, from its
+// lstat (fi, err), whether it was renamed into place (moved: only a source
+// that closes tells) and whether the source reports closes.
+//
+//   - Renamed into place: its writer finished it elsewhere (atomic
+//     writers, uploads, rsync): finished.
+//   - Created, with closes reported: a regular file with one link was
+//     opened by a writer, whose close will be seen: opened, held until
+//     then. A second link to an existing file (ln) has no writer.
+//   - Without closes: a non-empty file is taken to be complete (renamed
+//     into place, most likely); a write after this event is on its way
+//     and puts it back on the settle clock. An empty one was most likely
+//     just opened by a writer that has not written yet, so it gets the
+//     full settle time.
+//
+// Symlinks, special files and names already gone again are touched.
+func createdKind(fi os.FileInfo, err error, moved, closes bool) kind {
+	if err != nil || !fi.Mode().IsRegular() {
+		return touched
+	}
+	if moved {
+		return finished
+	}
+	if closes {
+		if links(fi) > 1 {
+			return touched
+		}
+		return opened
+	}
+	if fi.Size() == 0 {
+		return written
+	}
+	return touched
 }
 
 // watchTree adds a watch to rel and to every directory below it that is

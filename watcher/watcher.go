@@ -64,6 +64,13 @@ type Batch struct {
 	// file, a directory (scan it and everything below), or nothing any
 	// more (it was removed or renamed away).
 	Paths []string
+	// Complete, when not nil, is parallel to Paths: true for a file that
+	// its writer is known to be done with — it was renamed into place, or
+	// closed after its last write, and not written since — so that a fresh
+	// modification time is no reason to wait before recording it. Nil when
+	// no path of the batch is known complete (always, where the event
+	// source cannot tell: fsnotify).
+	Complete []bool
 	// Rescan asks for the whole folder to be scanned; Paths is empty then.
 	Rescan bool
 	// Reason says why, when Rescan is set.
@@ -172,7 +179,7 @@ func New(root string, opts Options) (*Watcher, error) {
 		root:       abs,
 		opts:       opts,
 		log:        log,
-		newSource:  newNotifySource,
+		newSource:  defaultSource,
 		watchLimit: readWatchLimit,
 		mode:       Mode{State: Stopped},
 	}, nil
