@@ -138,10 +138,21 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		peers = append(peers, replica.Peer{Name: name, ID: byName[name].Short()})
 	}
 	log := d.log.With("folder", fc.ID)
+	w, err := watcher.New(fc.Path, watcher.Options{
+		Settle:         fc.Settle,
+		RescanInterval: rescanInterval(fc.Rescan),
+		Ignore:         match.Match,
+		Logger:         log,
+	})
+	if err != nil {
+		fs.Close()
+		return nil, err
+	}
 	// The engine, created after the scanner, holds the deletion guard.
 	var engine *replica.Folder
 	guard := func(folder string, deletions, total int) error { return engine.DeleteGuard(folder, deletions, total) }
-	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), clock, match, guard, d.log)
+	// The scanner leaves alone the files the watcher sees open for writing.
+	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), clock, match, guard, w.Writing, d.log)
 	if err != nil {
 		fs.Close()
 		return nil, err
@@ -157,16 +168,6 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		Logger:      d.log,
 		Ignore:      match.Match,
 	}, sc, fs)
-	if err != nil {
-		fs.Close()
-		return nil, err
-	}
-	w, err := watcher.New(fc.Path, watcher.Options{
-		Settle:         fc.Settle,
-		RescanInterval: rescanInterval(fc.Rescan),
-		Ignore:         match.Match,
-		Logger:         log,
-	})
 	if err != nil {
 		fs.Close()
 		return nil, err

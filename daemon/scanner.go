@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"lockstep/config"
 	"lockstep/conflict"
@@ -30,7 +31,7 @@ func (a scanAdapter) ScanPathsComplete(ctx context.Context, paths []string, comp
 	return res.Retry, err
 }
 
-func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock *replica.Clock, match *ignore.Matcher, guard scanner.DeleteGuard, log *slog.Logger) (replica.Scanner, error) {
+func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock *replica.Clock, match *ignore.Matcher, guard scanner.DeleteGuard, writing func(string, time.Time) bool, log *slog.Logger) (replica.Scanner, error) {
 	s, err := scanner.New(ix, scanner.Config{
 		Folder:      fc.ID,
 		Dir:         fc.Path,
@@ -39,6 +40,7 @@ func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock *
 		Ignore:      match,
 		Logger:      log,
 		DeleteGuard: guard,
+		Writing:     writing,
 	})
 	if err != nil {
 		return nil, err

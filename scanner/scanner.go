@@ -55,6 +55,13 @@ type Config struct {
 	// Now is the wall clock, for stamps and the racy-file check. Default
 	// time.Now.
 	Now func() time.Time
+	// Writing, when set, reports whether a writer may still have a file
+	// open (relative slash path, and its ctime; the watcher's Writing).
+	// Such a file is not read — a writer stalled between creating and
+	// filling it must not get its empty state recorded — but returned in
+	// Result.Retry, its old record kept. It is called from several
+	// goroutines.
+	Writing func(rel string, changed time.Time) bool
 }
 
 // Stats count what scans did. Every field only grows.

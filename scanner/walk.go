@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -401,6 +402,10 @@ func (r *run) entry(ctx context.Context, dirfd int, prefix, name string, old *in
 			r.emit(ctx, change{rec: record(rel, st, chunker.Manifest{}, target), old: old, act: act})
 		}
 	case hash:
+		if w := r.s.cfg.Writing; w != nil && w(rel, time.Unix(0, st.ctime)) {
+			r.retryLater(rel) // its close reports it again
+			return
+		}
 		fd, err := r.s.openat(dirfd, name)
 		if err != nil {
 			switch {

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
@@ -25,6 +27,7 @@ type fakeSource struct {
 	closed  bool
 	addErr  func(dir string) error // nil: every Add succeeds
 	closes  bool                   // reports opMoved and opClosed, as the Linux inotify source does
+	sent    atomic.Uint64          // events sent by send
 }
 
 func (f *fakeSource) Add(dir string) error {
@@ -50,7 +53,10 @@ func (f *fakeSource) Remove(dir string) error {
 	return nil
 }
 
-func (f *fakeSource) Closes() bool                  { return f.closes }
+func (f *fakeSource) Closes() bool { return f.closes }
+func (f *fakeSource) Sync() (time.Time, uint64, bool) {
+	return time.Now(), f.sent.Load(), f.closes
+}
 func (f *fakeSource) Events() <-chan fsnotify.Event { return f.events }
 func (f *fakeSource) Errors() <-chan error          { return f.errors }
 
@@ -161,5 +167,7 @@ func (r *fakeRun) stop(t *testing.T) {
 
 func (r *fakeRun) send(t *testing.T, op fsnotify.Op, rel string) {
 	t.Helper()
-	r.sources.live(t).events <- fsnotify.Event{Name: filepath.Join(r.root, filepath.FromSlash(rel)), Op: op}
+	src := r.sources.live(t)
+	src.sent.Add(1)
+	src.events <- fsnotify.Event{Name: filepath.Join(r.root, filepath.FromSlash(rel)), Op: op}
 }

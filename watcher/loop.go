@@ -27,6 +27,7 @@ type loop struct {
 	prefix string // root with a trailing separator
 
 	src  source // nil while polling
+	view *view  // src's, for Writing; nil with it
 	dirs *dirSet
 
 	// rebuild asks for the source to be recreated, every directory watched
@@ -143,7 +144,7 @@ func (l *loop) run(ctx context.Context) error {
 				l.sourceFailed(ctx, errors.New("event channel closed"), time.Now())
 				continue
 			}
-			l.event(ctx, ev, time.Now())
+			l.apply(ctx, ev, time.Now())
 		case err, ok := <-errC:
 			if !ok {
 				l.sourceFailed(ctx, errors.New("error channel closed"), time.Now())
@@ -179,7 +180,7 @@ func (l *loop) drain(ctx context.Context) {
 			if !ok {
 				return // the main select sees the closed channel
 			}
-			l.event(ctx, ev, time.Now())
+			l.apply(ctx, ev, time.Now())
 		default:
 			return
 		}
@@ -199,6 +200,14 @@ func (l *loop) add(rel string, k kind, now time.Time) {
 	if !l.s.Add(rel, k, now) {
 		l.log.Warn("too many paths pending; rescanning the folder instead",
 			"path", l.w.root, "max_pending", l.w.opts.MaxPending)
+	}
+}
+
+// apply handles one event from the source and counts it applied.
+func (l *loop) apply(ctx context.Context, ev fsnotify.Event, now time.Time) {
+	l.event(ctx, ev, now)
+	if l.view != nil {
+		l.view.applied.Add(1)
 	}
 }
 
@@ -449,6 +458,8 @@ func (l *loop) startWatching(ctx context.Context, now time.Time) {
 		return
 	}
 	l.src = src
+	l.view = &view{src: src}
+	l.w.view.Store(l.view)
 	l.dirs = newDirSet()
 	if err := l.watchTree(ctx, ""); err != nil {
 		l.watchFailed(ctx, err, now)
@@ -477,6 +488,8 @@ func (l *loop) stopWatching() {
 		}
 		l.src = nil
 	}
+	l.view = nil
+	l.w.view.Store(nil)
 	l.dirs = newDirSet()
 	l.w.watched.Store(0)
 }
@@ -486,6 +499,7 @@ func (l *loop) stopWatching() {
 // error is logged (once per distinct cause) and shown by Mode.
 func (l *loop) fallback(err error, retry func() bool, now time.Time) {
 	l.stopWatching()
+	l.s.writers.clear() // no close will be seen
 	l.w.errs.Add(1)
 	reason := err.Error()
 	if !l.polling || l.w.Mode().Reason != reason {

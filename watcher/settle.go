@@ -85,12 +85,7 @@ func (st pathState) due(hold time.Duration) time.Time {
 type entry struct {
 	path     string
 	st       pathState
-	deadline time.Time // when it is due: st.due, later while a child it absorbed is open
-	// kids are the absorbed children that a writer has open (nil: none),
-	// and kidsSince when the first of them was opened: the entry is held
-	// until they are closed, up to the hold time from kidsSince.
-	kids      map[string]struct{}
-	kidsSince time.Time
+	deadline time.Time // st.due: when it may be taken
 	since    time.Time // first event; bounds how long a directory absorbs its children's
 	seq      uint64    // insertion order: ties on deadline leave in arrival order
 	index    int
@@ -115,9 +110,8 @@ type readyRef struct {
 //   - a path is taken only once now >= its deadline; its deadline is the
 //     latest of (event time + delay of that event's kind) over its events
 //     since the last finished one (a rename into place, a close after
-//     writing), which alone resets it; and while a writer has the path —
-//     or, for a directory, a child it absorbed — open, not before the hold
-//     time since it was opened;
+//     writing), which alone resets it; and while a writer has the path
+//     open, not before the hold time since it was opened;
 //   - len(entries) <= max; one more distinct path drops every entry and asks
 //     for a rescan, so memory stays bounded whatever the event rate;
 //   - while a rescan is wanted, per-path events are not recorded: the rescan
@@ -128,6 +122,8 @@ type settler struct {
 	maxWait time.Duration // longest a rescan, or a directory, waits for its subtree to go quiet
 	hold    time.Duration // longest a path, or a directory, is held while a writer has it open
 	max     int
+
+	writers *writers // files open for writing; kept across rescans
 
 	entries map[string]*entry
 	waiting entryHeap
@@ -152,6 +148,7 @@ func newSettler(settle, prompt time.Duration, maxPending int) *settler {
 		maxWait: max(time.Second, 20*settle),
 		hold:    holdTime(settle),
 		max:     maxPending,
+		writers: newWriters(holdTime(settle)),
 		entries: make(map[string]*entry),
 	}
 }
@@ -174,6 +171,7 @@ func (s *settler) delay(k kind) time.Duration {
 // Add records an event of kind k for path at now. It reports false when the
 // event made the pending set overflow into a rescan.
 func (s *settler) Add(path string, k kind, now time.Time) bool {
+	s.writers.note(path, k, now)
 	if s.rescan.wanted {
 		s.extendRescan(now)
 		return true
@@ -185,7 +183,12 @@ func (s *settler) Add(path string, k kind, now time.Time) bool {
 			return true
 		}
 		if now.Sub(e.since) < s.maxWait {
-			s.absorb(e, path, k, now)
+			// Below a pending directory: its report covers path. (A
+			// child a writer still has open is skipped by that scan, as
+			// Writing says, and reported again once closed.)
+			if q := now.Add(s.delay(k)); q.After(e.st.quiet) {
+				e.st.quiet = q
+			}
 			s.reschedule(e)
 			return true
 		}
@@ -202,34 +205,8 @@ func (s *settler) Add(path string, k kind, now time.Time) bool {
 	return true
 }
 
-// absorb applies an event on path, below the pending directory e, to e:
-// the directory's report covers the path, so the directory waits for it
-// to go quiet, and while a writer has it open.
-func (s *settler) absorb(e *entry, path string, k kind, now time.Time) {
-	if q := now.Add(s.delay(k)); q.After(e.st.quiet) {
-		e.st.quiet = q
-	}
-	switch k {
-	case opened:
-		if len(e.kids) == 0 {
-			e.kids, e.kidsSince = map[string]struct{}{}, now
-		}
-		e.kids[path] = struct{}{}
-	case finished, gone:
-		delete(e.kids, path)
-	}
-}
-
 // dueOf is when e may be reported.
-func (s *settler) dueOf(e *entry) time.Time {
-	d := e.st.due(s.hold)
-	if len(e.kids) > 0 {
-		if h := e.kidsSince.Add(s.hold); h.After(d) {
-			d = h
-		}
-	}
-	return d
-}
+func (s *settler) dueOf(e *entry) time.Time { return e.st.due(s.hold) }
 
 // find returns the entry for path or for its nearest pending ancestor.
 func (s *settler) find(path string) *entry {
@@ -305,7 +282,12 @@ func (s *settler) RescanWanted() (Reason, bool) {
 func (s *settler) RescanDue() bool { return s.rescan.due }
 
 // Advance moves every path whose deadline has passed to the ready queue.
+// A file open for writing for the hold time is reported as it is, as if
+// its writer had gone.
 func (s *settler) Advance(now time.Time) {
+	for _, p := range s.writers.expire(now) {
+		s.Add(p, gone, now)
+	}
 	for len(s.waiting) > 0 && !s.waiting[0].deadline.After(now) {
 		e := heap.Pop(&s.waiting).(*entry)
 		e.gen++
@@ -326,6 +308,9 @@ func (s *settler) Next() time.Time {
 	}
 	if s.rescan.wanted && !s.rescan.due && (next.IsZero() || s.rescan.deadline.Before(next)) {
 		next = s.rescan.deadline
+	}
+	if w := s.writers.Next(); !w.IsZero() && (next.IsZero() || w.Before(next)) {
+		next = w
 	}
 	return next
 }
@@ -353,13 +338,11 @@ func (s *settler) Take(maxPaths int) (Batch, bool) {
 		if r.gen != r.e.gen {
 			continue
 		}
-		if r.e.st.complete && len(r.e.kids) == 0 {
-			if complete == nil {
-				complete = make([]bool, len(paths), n)
-			}
+		if r.e.st.complete && complete == nil {
+			complete = make([]bool, len(paths), n)
 		}
 		if complete != nil {
-			complete = append(complete, r.e.st.complete && len(r.e.kids) == 0)
+			complete = append(complete, r.e.st.complete)
 		}
 		paths = append(paths, r.e.path)
 		delete(s.entries, r.e.path)

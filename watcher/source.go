@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
@@ -30,6 +31,11 @@ type source interface {
 	// events (a file closed after being open for writing). Only then can
 	// the watcher know that a writer is done with a file.
 	Closes() bool
+	// Sync reports whether, at t, every event of a change made before t
+	// had been sent on Events — sent of them in all — for a source that
+	// can tell (ok false otherwise, or when it cannot tell now). It is
+	// called from any goroutine, even after Close.
+	Sync() (t time.Time, sent uint64, ok bool)
 	// Close drops every watch; when it returns, the source's goroutines
 	// have exited.
 	Close() error
@@ -64,12 +70,13 @@ func newNotifySource() (source, error) {
 	return notifySource{w}, nil
 }
 
-func (s notifySource) Add(dir string) error          { return s.w.Add(dir) }
-func (s notifySource) Remove(dir string) error       { return s.w.Remove(dir) }
-func (s notifySource) Events() <-chan fsnotify.Event { return s.w.Events }
-func (s notifySource) Errors() <-chan error          { return s.w.Errors }
-func (s notifySource) Close() error                  { return s.w.Close() }
-func (s notifySource) Closes() bool                  { return false }
+func (s notifySource) Add(dir string) error            { return s.w.Add(dir) }
+func (s notifySource) Remove(dir string) error         { return s.w.Remove(dir) }
+func (s notifySource) Events() <-chan fsnotify.Event   { return s.w.Events }
+func (s notifySource) Errors() <-chan error            { return s.w.Errors }
+func (s notifySource) Close() error                    { return s.w.Close() }
+func (s notifySource) Closes() bool                    { return false }
+func (s notifySource) Sync() (time.Time, uint64, bool) { return time.Time{}, 0, false }
 
 const (
 	maxUserWatchesFile    = "/proc/sys/fs/inotify/max_user_watches"

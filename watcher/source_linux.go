@@ -1,19 +1,20 @@
 package watcher
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
 )
 
-// newSource is the event source Run uses: on Linux, inotify read directly,
+// defaultSource is the event source Run uses: on Linux, inotify read directly,
 // which reports what fsnotify keeps to itself — a name renamed into place
 // (IN_MOVED_TO) apart from a created one, and a file closed after writing
 // (IN_CLOSE_WRITE).
@@ -29,6 +30,7 @@ const inotifyMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | uni
 // fsnotify's portable ops, plus opMoved and opClosed.
 type inotifySource struct {
 	f      *os.File // the inotify descriptor, non-blocking, read through the runtime poller
+	rc     syscall.RawConn
 	fd     int
 	events chan fsnotify.Event
 	errors chan error
@@ -39,6 +41,12 @@ type inotifySource struct {
 	byWD  map[int]string // watch descriptor → directory
 	byDir map[string]int
 
+	// readMu is held by the reader from a read of the descriptor until
+	// every event of that read is sent, so that Sync sees either no read in
+	// progress or none at all. sent counts the events sent, under readMu.
+	readMu sync.Mutex
+	sent   uint64
+
 	closeOnce sync.Once
 }
 
@@ -47,8 +55,15 @@ func newInotifySource() (source, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("inotify_init1", err)
 	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	s := &inotifySource{
-		f:      os.NewFile(uintptr(fd), "inotify"),
+		f:      f,
+		rc:     rc,
 		fd:     fd,
 		events: make(chan fsnotify.Event, eventBuffer),
 		errors: make(chan error),
@@ -109,50 +124,92 @@ func (s *inotifySource) Close() error {
 	return err
 }
 
+// Sync reports whether every event of a change made before t has been
+// sent: at t no read was in progress and the kernel queue was empty. sent
+// is how many events had been sent then.
+func (s *inotifySource) Sync() (t time.Time, sent uint64, ok bool) {
+	t = time.Now()
+	if !s.readMu.TryLock() {
+		return t, 0, false
+	}
+	defer s.readMu.Unlock()
+	var n int
+	var ierr error
+	// TIOCINQ is FIONREAD on Linux: the bytes of events queued.
+	if err := s.rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }); err != nil || ierr != nil || n != 0 {
+		return t, 0, false
+	}
+	return t, s.sent, true
+}
+
 func (s *inotifySource) read() {
 	defer close(s.exited)
 	defer close(s.errors)
 	defer close(s.events)
 	var buf [64 << 10]byte
 	for {
-		n, err := s.f.Read(buf[:])
+		var n int
+		var rerr error
+		err := s.rc.Read(func(fd uintptr) bool {
+			s.readMu.Lock()
+			for {
+				n, rerr = unix.Read(int(fd), buf[:])
+				if rerr != unix.EINTR {
+					break
+				}
+			}
+			if rerr == unix.EAGAIN {
+				s.readMu.Unlock()
+				return false // wait until readable
+			}
+			return true // readMu stays held until the events are sent
+		})
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return
-			}
-			if errors.Is(err, io.EOF) {
-				err = errors.New("inotify: unexpected end of events")
-			}
-			if !s.sendError(err) {
-				return
+			return // closed
+		}
+		ok := s.deliver(buf[:max(n, 0)], rerr)
+		s.readMu.Unlock()
+		if !ok {
+			return
+		}
+	}
+}
+
+// deliver sends the events in one read's buffer (or the read's error); it
+// reports false once Close was called.
+func (s *inotifySource) deliver(buf []byte, rerr error) bool {
+	if rerr != nil || len(buf) == 0 {
+		if rerr == nil {
+			rerr = io.ErrUnexpectedEOF
+		}
+		return s.sendError(fmt.Errorf("read inotify events: %w", rerr))
+	}
+	for off := 0; off+unix.SizeofInotifyEvent <= len(buf); {
+		raw := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+		nameEnd := off + unix.SizeofInotifyEvent + int(raw.Len)
+		if nameEnd > len(buf) {
+			break
+		}
+		name := buf[off+unix.SizeofInotifyEvent : nameEnd]
+		off = nameEnd
+		if raw.Mask&unix.IN_Q_OVERFLOW != 0 {
+			if !s.sendError(fsnotify.ErrEventOverflow) {
+				return false
 			}
 			continue
 		}
-		for off := 0; off+unix.SizeofInotifyEvent <= n; {
-			raw := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
-			nameEnd := off + unix.SizeofInotifyEvent + int(raw.Len)
-			if nameEnd > n {
-				break
-			}
-			name := buf[off+unix.SizeofInotifyEvent : nameEnd]
-			off = nameEnd
-			if raw.Mask&unix.IN_Q_OVERFLOW != 0 {
-				if !s.sendError(fsnotify.ErrEventOverflow) {
-					return
-				}
-				continue
-			}
-			ev, ok := s.translate(int(raw.Wd), raw.Mask, cString(name))
-			if !ok {
-				continue
-			}
-			select {
-			case s.events <- ev:
-			case <-s.done:
-				return
-			}
+		ev, ok := s.translate(int(raw.Wd), raw.Mask, cString(name))
+		if !ok {
+			continue
+		}
+		select {
+		case s.events <- ev:
+			s.sent++
+		case <-s.done:
+			return false
 		}
 	}
+	return true
 }
 
 func (s *inotifySource) sendError(err error) bool {
