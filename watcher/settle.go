@@ -282,11 +282,17 @@ func (s *settler) RescanWanted() (Reason, bool) {
 func (s *settler) RescanDue() bool { return s.rescan.due }
 
 // Advance moves every path whose deadline has passed to the ready queue.
-// A file open for writing for the hold time is reported as it is, as if
-// its writer had gone.
+// A file open for writing for the hold time is reported as it is.
 func (s *settler) Advance(now time.Time) {
 	for _, p := range s.writers.expire(now) {
-		s.Add(p, gone, now)
+		if e, ok := s.entries[p]; ok {
+			if e.st.open {
+				e.st.open = false
+				s.reschedule(e)
+			}
+			continue
+		}
+		s.Add(p, touched, now)
 	}
 	for len(s.waiting) > 0 && !s.waiting[0].deadline.After(now) {
 		e := heap.Pop(&s.waiting).(*entry)

@@ -20,6 +20,8 @@ type step struct {
 	add  string // path of an event; empty for a look
 	kind kind
 	want []string // for a look: the paths taken then, in order (nil: none)
+	// complete: for a look, the paths taken then that are tagged complete
+	complete []string
 }
 
 func TestSettlerTable(t *testing.T) {
@@ -81,6 +83,61 @@ func TestSettlerTable(t *testing.T) {
 			{at: 1, add: "ab/f", kind: touched},
 			{at: 11, want: []string{"a", "ab/f"}},
 		}},
+		{"a rename into place is complete", []step{
+			{at: 0, add: "f", kind: finished},
+			{at: 9},
+			{at: 10, want: []string{"f"}, complete: []string{"f"}},
+		}},
+		{"a close after writes is prompt and complete, whatever the writes' settle time", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 20, add: "f", kind: opened},
+			{at: 25, add: "f", kind: finished},
+			{at: 34},
+			{at: 35, want: []string{"f"}, complete: []string{"f"}},
+			{at: 100},
+		}},
+		{"a file open for writing is held until it is closed", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 50},
+			{at: 1500},
+			{at: 1700, add: "f", kind: finished},
+			{at: 1710, want: []string{"f"}, complete: []string{"f"}},
+		}},
+		{"a file open for writing is held at most the hold time, then reported as it is", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 1000, add: "f", kind: opened},
+			{at: 1999},
+			{at: 2000, want: []string{"f"}},
+		}},
+		{"a write after the close: held again, not complete", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 5, add: "f", kind: finished},
+			{at: 8, add: "f", kind: opened},
+			{at: 15},
+			{at: 60},
+			{at: 70, add: "f", kind: finished},
+			{at: 75, add: "f", kind: written},
+			{at: 125, want: []string{"f"}},
+		}},
+		{"an attribute change keeps complete", []step{
+			{at: 0, add: "f", kind: finished},
+			{at: 5, add: "f", kind: touched},
+			{at: 15, want: []string{"f"}, complete: []string{"f"}},
+		}},
+		{"removal ends the hold and is not complete", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 5, add: "f", kind: gone},
+			{at: 14},
+			{at: 50, want: []string{"f"}},
+		}},
+		{"only the complete paths of a batch are tagged", []step{
+			{at: 0, add: "a", kind: touched},
+			{at: 0, add: "b", kind: finished},
+			{at: 0, add: "c", kind: touched},
+			{at: 1, add: "d", kind: touched},
+			{at: 2, add: "d/f", kind: finished},
+			{at: 12, want: []string{"a", "b", "c", "d"}, complete: []string{"b"}},
+		}},
 		{"same deadline leaves in arrival order", []step{
 			{at: 0, add: "z", kind: touched},
 			{at: 0, add: "a", kind: touched},
@@ -100,7 +157,7 @@ func TestSettlerTable(t *testing.T) {
 					continue
 				}
 				s.Advance(now)
-				var got []string
+				var got, complete []string
 				for {
 					b, ok := s.Take(1000)
 					if !ok {
@@ -109,10 +166,21 @@ func TestSettlerTable(t *testing.T) {
 					if b.Rescan {
 						t.Fatalf("step %d: unexpected rescan %q", i, b.Reason)
 					}
+					if b.Complete != nil && len(b.Complete) != len(b.Paths) {
+						t.Fatalf("step %d: %d complete tags for %d paths", i, len(b.Complete), len(b.Paths))
+					}
+					for j, p := range b.Paths {
+						if b.Complete != nil && b.Complete[j] {
+							complete = append(complete, p)
+						}
+					}
 					got = append(got, b.Paths...)
 				}
 				if !slices.Equal(got, st.want) {
 					t.Fatalf("step %d at %dms: took %q, want %q", i, st.at, got, st.want)
+				}
+				if !slices.Equal(complete, st.complete) {
+					t.Fatalf("step %d at %dms: complete %q, want %q", i, st.at, complete, st.complete)
 				}
 			}
 			if n := s.Pending(); n != 0 {
