@@ -281,7 +281,15 @@ func (l *loop) created(ctx context.Context, rel string, moved, closes bool, now 
 		// stale.
 		l.unwatchTree(rel)
 	}
-	if err := l.watchTree(ctx, rel); err != nil {
+	// A directory just created (not renamed into place) may hold files
+	// created before its watch existed, whose writers were not seen to
+	// open them: an empty one is taken to be open, as its creation would
+	// have said.
+	var empty func(rel string)
+	if closes && !moved {
+		empty = func(f string) { l.add(f, opened, now) }
+	}
+	if err := l.watchTree(ctx, rel, empty); err != nil {
 		l.watchFailed(ctx, err, now)
 		return
 	}
@@ -328,8 +336,9 @@ func createdKind(fi os.FileInfo, err error, moved, closes bool) kind {
 // subdirectory created meanwhile is either listed or announced by an
 // event. Directories that vanish meanwhile are skipped; the watch limit
 // stops the walk with a *WatchLimitError; a failure on the root is
-// returned; other failures are counted and logged.
-func (l *loop) watchTree(ctx context.Context, rel string) error {
+// returned; other failures are counted and logged. empty, when not nil,
+// is called with every empty regular file found (not ignored).
+func (l *loop) watchTree(ctx context.Context, rel string, empty func(rel string)) error {
 	stack := []string{rel}
 	for len(stack) > 0 {
 		if err := ctx.Err(); err != nil {
@@ -352,7 +361,7 @@ func (l *loop) watchTree(ctx context.Context, rel string) error {
 			continue
 		}
 		l.dirs.add(d)
-		err := l.listDirs(abs, d, func(sub string) { stack = append(stack, sub) })
+		err := l.listDirs(abs, d, func(sub string) { stack = append(stack, sub) }, empty)
 		if err != nil && !isGone(err) {
 			l.w.errs.Add(1)
 			l.log.Warn("cannot list directory", "path", abs, "err", err)
@@ -362,9 +371,10 @@ func (l *loop) watchTree(ctx context.Context, rel string) error {
 	return nil
 }
 
-// listDirs calls fn with every subdirectory of dir that is not ignored.
+// listDirs calls fn with every subdirectory of dir that is not ignored,
+// and empty (when not nil) with every empty regular file that is not.
 // It reads the directory in slices so that a huge one costs bounded memory.
-func (l *loop) listDirs(abs, rel string, fn func(rel string)) error {
+func (l *loop) listDirs(abs, rel string, fn, empty func(rel string)) error {
 	f, err := os.Open(abs)
 	if err != nil {
 		return err
@@ -373,15 +383,19 @@ func (l *loop) listDirs(abs, rel string, fn func(rel string)) error {
 	for {
 		ents, err := f.ReadDir(512)
 		for _, e := range ents {
-			if !e.IsDir() {
-				continue
-			}
 			sub := e.Name()
 			if rel != "" {
 				sub = rel + "/" + sub
 			}
-			if !l.ignored(sub, true) {
-				fn(sub)
+			switch {
+			case e.IsDir():
+				if !l.ignored(sub, true) {
+					fn(sub)
+				}
+			case empty != nil && e.Type().IsRegular():
+				if fi, err := e.Info(); err == nil && fi.Size() == 0 && !l.ignored(sub, false) {
+					empty(sub)
+				}
 			}
 		}
 		if err == io.EOF {
@@ -425,7 +439,7 @@ func (l *loop) countDirs(ctx context.Context) int {
 		d := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		n++
-		_ = l.listDirs(l.abs(d), d, func(sub string) { stack = append(stack, sub) })
+		_ = l.listDirs(l.abs(d), d, func(sub string) { stack = append(stack, sub) }, nil)
 	}
 	return n
 }
@@ -461,7 +475,7 @@ func (l *loop) startWatching(ctx context.Context, now time.Time) {
 	l.view = &view{src: src}
 	l.w.view.Store(l.view)
 	l.dirs = newDirSet()
-	if err := l.watchTree(ctx, ""); err != nil {
+	if err := l.watchTree(ctx, "", nil); err != nil {
 		l.watchFailed(ctx, err, now)
 		return
 	}
