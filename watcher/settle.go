@@ -120,7 +120,7 @@ type settler struct {
 	settle  time.Duration
 	prompt  time.Duration
 	maxWait time.Duration // longest a rescan, or a directory, waits for its subtree to go quiet
-	hold    time.Duration // longest a path, or a directory, is held while a writer has it open
+	hold    time.Duration // longest a path is held while a writer has it open
 	max     int
 
 	writers *writers // files open for writing; kept across rescans

@@ -465,3 +465,41 @@ func TestSettlerMatchesNaive(t *testing.T) {
 		}
 	}
 }
+
+func TestPathStateTable(t *testing.T) {
+	const settle, prompt, hold = 50 * time.Millisecond, 10 * time.Millisecond, 2 * time.Second
+	type ev struct {
+		at int
+		k  kind
+	}
+	tests := []struct {
+		name     string
+		events   []ev
+		due      int // ms after t0
+		open     bool
+		complete bool
+	}{
+		{"write", []ev{{0, written}}, 50, false, false},
+		{"create or rename without closes", []ev{{0, touched}}, 10, false, false},
+		{"opened: held for the hold time", []ev{{0, opened}}, 2000, true, false},
+		{"opened again: held from the first", []ev{{0, opened}, {1500, opened}}, 2000, true, false},
+		{"opened, then quiet past the hold: due when quiet", []ev{{0, opened}, {1990, opened}}, 2040, true, false},
+		{"closed after writes: prompt from the close", []ev{{0, opened}, {30, written}, {40, finished}}, 50, false, true},
+		{"renamed into place", []ev{{0, finished}}, 10, false, true},
+		{"closed, then an attribute change: still complete", []ev{{0, finished}, {5, touched}}, 15, false, true},
+		{"closed, then a write: not complete", []ev{{0, finished}, {5, written}}, 55, false, false},
+		{"closed, then opened again: held afresh", []ev{{0, opened}, {5, finished}, {8, opened}}, 2008, true, false},
+		{"removed while open: prompt, nothing held", []ev{{0, opened}, {5, gone}}, 50, false, false},
+		{"a touch never shortens a write's wait", []ev{{0, written}, {5, touched}}, 50, false, false},
+	}
+	for _, tt := range tests {
+		var st pathState
+		for _, e := range tt.events {
+			st = st.next(e.k, ms(e.at), settle, prompt)
+		}
+		if got := st.due(hold); !got.Equal(ms(tt.due)) || st.open != tt.open || st.complete != tt.complete {
+			t.Errorf("%s: due %v open %v complete %v, want %v %v %v", tt.name,
+				got.Sub(t0), st.open, st.complete, time.Duration(tt.due)*time.Millisecond, tt.open, tt.complete)
+		}
+	}
+}
