@@ -158,12 +158,23 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 	fo := &folder{}
 	fo.ignore.Store(match)
 	skip := func(rel string, isDir bool) bool { return fo.ignore.Load().Match(rel, isDir) }
+	w, err := watcher.New(fc.Path, watcher.Options{
+		Settle:         fc.Settle,
+		RescanInterval: rescanInterval(fc.Rescan),
+		Ignore:         skip,
+		Logger:         log,
+	})
+	if err != nil {
+		fs.Close()
+		return nil, err
+	}
 	// The engine, created after the scanner, holds the deletion guard and
 	// stamps new local versions (noting when they were recorded).
 	var engine *replica.Folder
 	guard := func(folder string, deletions, total int) error { return engine.DeleteGuard(folder, deletions, total) }
 	stamp := clockFunc(func(now time.Time) conflict.Stamp { return engine.Stamp(now) })
-	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), stamp, match, guard, d.log)
+	// The scanner leaves alone the files the watcher sees open for writing.
+	sc, err := newScanner(fc, d.ix, d.id.ID.Short(), stamp, match, guard, w.Writing, d.log)
 	if err != nil {
 		fs.Close()
 		return nil, err
@@ -181,16 +192,6 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		ResyncMarker: ResyncMarker(d.cfg.Node.DataDir, fc.ID),
 		Events:       replica.Events{Committed: observeSeconds(d.commitLatency.WithLabelValues(fc.ID))},
 	}, sc, fs)
-	if err != nil {
-		fs.Close()
-		return nil, err
-	}
-	w, err := watcher.New(fc.Path, watcher.Options{
-		Settle:         fc.Settle,
-		RescanInterval: rescanInterval(fc.Rescan),
-		Ignore:         skip,
-		Logger:         log,
-	})
 	if err != nil {
 		fs.Close()
 		return nil, err
@@ -261,7 +262,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				}
 				first = false
 				select {
-				case engineIn <- replica.Batch{Paths: b.Paths, Rescan: b.Rescan}:
+				case engineIn <- replica.Batch{Paths: b.Paths, Complete: b.Complete, Rescan: b.Rescan}:
 				case <-ctx.Done():
 					return nil
 				}

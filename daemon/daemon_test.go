@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"testing"
@@ -142,11 +143,11 @@ func TestStormRecordedOnce(t *testing.T) {
 	if entries != dirs*perDir+dirs+1 { // files, d000…d999, site
 		t.Fatalf("%d entries recorded, want %d", entries, dirs*perDir+dirs+1)
 	}
-	// Each entry got one version, except a file whose writer stalled
-	// between creating and filling it for longer than the settle time: with
-	// no close-write signal, its empty state looks settled and is recorded
-	// too. Under -race on a loaded machine that happens to a few files;
-	// more than 1% would mean events are being turned into extra scans.
+	// Each entry got exactly one version: a file whose writer stalls
+	// between creating and filling it is left alone while it is open
+	// (inotify's IN_CLOSE_WRITE says when it is done), so its empty state
+	// is never recorded. Where closes are not reported (fsnotify, other
+	// platforms) that may happen to a few files under load.
 	extra := int64(info.Sequence) - entries
 	if extra > 0 {
 		ix.Walk(context.Background(), "docroot", "", func(r index.Record) error {
@@ -156,7 +157,11 @@ func TestStormRecordedOnce(t *testing.T) {
 			return nil
 		})
 	}
-	if extra < 0 || extra > entries/100 {
+	limit := int64(0)
+	if runtime.GOOS != "linux" {
+		limit = entries / 100
+	}
+	if extra < 0 || extra > limit {
 		t.Fatalf("%d sequences for %d entries", info.Sequence, entries)
 	}
 }

@@ -31,7 +31,12 @@ type clockFunc func(now time.Time) conflict.Stamp
 
 func (c clockFunc) Now(now time.Time) conflict.Stamp { return c(now) }
 
-func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock scanner.Clock, match *ignore.Matcher, guard scanner.DeleteGuard, log *slog.Logger) (replica.Scanner, error) {
+func (a scanAdapter) ScanPathsComplete(ctx context.Context, paths []string, complete []bool) ([]string, error) {
+	res, err := a.s.ScanPathsComplete(ctx, paths, complete)
+	return res.Retry, err
+}
+
+func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock scanner.Clock, match *ignore.Matcher, guard scanner.DeleteGuard, writing func(string, time.Time) bool, log *slog.Logger) (replica.Scanner, error) {
 	s, err := scanner.New(ix, scanner.Config{
 		Folder:      fc.ID,
 		Dir:         fc.Path,
@@ -40,6 +45,7 @@ func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock s
 		Ignore:      match,
 		Logger:      log,
 		DeleteGuard: guard,
+		Writing:     writing,
 	})
 	if err != nil {
 		return nil, err

@@ -31,6 +31,15 @@ type Scanner interface {
 	ScanPaths(ctx context.Context, paths []string) (retry []string, err error)
 }
 
+// CompleteScanner is a Scanner that can also be told which of the paths
+// their writer is known to be done with (Batch.Complete), so that it need
+// not wait for a fresh modification time to age before recording them.
+type CompleteScanner interface {
+	Scanner
+	// ScanPathsComplete is ScanPaths; complete is nil or parallel to paths.
+	ScanPathsComplete(ctx context.Context, paths []string, complete []bool) (retry []string, err error)
+}
+
 // Conn is the engine's view of a connection to a peer.
 type Conn interface {
 	// Send queues a control message; it blocks while the peer reads slowly.
@@ -354,8 +363,11 @@ func (f *Folder) Run(ctx context.Context, batches <-chan Batch) error {
 // Batch is what the watcher reports: paths that may have changed, or that
 // the whole folder must be rescanned.
 type Batch struct {
-	Paths  []string
-	Rescan bool
+	Paths []string
+	// Complete is nil or parallel to Paths: true for a file its writer is
+	// known to be done with.
+	Complete []bool
+	Rescan   bool
 }
 
 func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
@@ -371,7 +383,9 @@ func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
 		if retryC == nil {
 			// The scanner refuses files whose mtime is under 25 ms old
 			// (a second write in the same clock tick would be invisible
-			// to its quick check): look again just after that.
+			// to its quick check), or records them when their writer is
+			// known to be done but wants to read them again once that
+			// age is past: look again just after that.
 			retryC = time.After(30 * time.Millisecond)
 		}
 	}
@@ -394,7 +408,7 @@ func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
 		case <-retryC:
 			paths := retry
 			retry, retryC = nil, nil
-			schedule(f.scanPaths(ctx, paths))
+			schedule(f.scanPaths(ctx, paths, nil))
 		case b, ok := <-batches:
 			if !ok {
 				return nil
@@ -403,7 +417,7 @@ func (f *Folder) localLoop(ctx context.Context, batches <-chan Batch) error {
 				schedule(f.fullScan(ctx))
 				continue
 			}
-			schedule(f.scanPaths(ctx, b.Paths))
+			schedule(f.scanPaths(ctx, b.Paths, b.Complete))
 		}
 	}
 }
@@ -426,12 +440,20 @@ func (f *Folder) fullScan(ctx context.Context) []string {
 	return retry
 }
 
-func (f *Folder) scanPaths(ctx context.Context, paths []string) []string {
+func (f *Folder) scanPaths(ctx context.Context, paths []string, complete []bool) []string {
 	if len(paths) == 0 || f.Resyncing() || !f.rootOK() {
 		return nil
 	}
 	f.scanMu.Lock()
-	retry, err := f.scan.ScanPaths(ctx, paths)
+	var (
+		retry []string
+		err   error
+	)
+	if cs, ok := f.scan.(CompleteScanner); ok && complete != nil {
+		retry, err = cs.ScanPathsComplete(ctx, paths, complete)
+	} else {
+		retry, err = f.scan.ScanPaths(ctx, paths)
+	}
 	f.scanMu.Unlock()
 	f.afterScan(ctx, err, false)
 	f.local.Notify()

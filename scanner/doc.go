@@ -24,6 +24,12 @@
 //     must equal its size, and its mtime must be older than racyWindow (a
 //     write within the same timestamp tick would be invisible to the quick
 //     check). Otherwise it goes to Result.Retry and its old record stays.
+//     The one exception to the mtime rule is a file its writer is known to
+//     be done with (ScanPathsComplete): it is recorded, remembered as racy
+//     — read again at every look, never trusted to the quick check — and
+//     retried until a read finds its mtime old.
+//   - A file that Config.Writing says a writer still has open is not read:
+//     it goes to Result.Retry and its old record stays.
 //   - Records are written conditionally on the record the decision was
 //     made from, so a version the replication engine stored meanwhile is
 //     never overwritten (the path is retried).

@@ -103,16 +103,53 @@ func (r *run) hashOne(ctx context.Context, ch *chunker.Chunker, j hashJob) {
 	}
 	end := fromUnix(&ust)
 	if end.kind != kindFile || end.ino != j.st.ino || end.dev != j.st.dev || changed(j.st, end) ||
-		fr.n != end.size || racy(end.mtime, r.s.cfg.Now()) {
+		fr.n != end.size {
 		r.retryLater(j.rel)
 		return
 	}
+	fresh := racy(end.mtime, r.s.cfg.Now())
+	switch recordRacy(fresh, j.complete) {
+	case racyRetry:
+		r.retryLater(j.rel)
+		return
+	case racyVerify:
+		r.verifyLater(j.rel)
+	}
+	r.s.setRacy(j.rel, fresh)
 	act := decideContent(end, m, "", j.old)
 	if act == skip {
 		r.c.skipped.Add(1)
 		return
 	}
 	r.emit(ctx, change{rec: record(j.rel, end, m, ""), old: j.old, act: act})
+}
+
+// racyOutcome is what becomes of a file read intact.
+type racyOutcome uint8
+
+const (
+	racyRecord racyOutcome = iota // record it: its mtime is old enough
+	racyRetry                     // keep the old record; read it again later
+	racyVerify                    // record it, and read it again once its mtime is old
+)
+
+// recordRacy decides, for a file that did not change while it was read,
+// from whether its mtime is racy (fresh) and whether its writer is known
+// to be done with it (complete), whether it is recorded now. A fresh file
+// that may still be written is not: a write in the same timestamp tick
+// would be invisible to the quick check, and, for all the scanner knows,
+// its writer only paused. One whose writer is done is recorded at once,
+// and read again once its mtime is old, in case another writer touched it
+// within the same tick.
+func recordRacy(fresh, complete bool) racyOutcome {
+	switch {
+	case !fresh:
+		return racyRecord
+	case complete:
+		return racyVerify
+	default:
+		return racyRetry
+	}
 }
 
 // changed reports whether a file changed between two stats of it.

@@ -55,6 +55,13 @@ type Config struct {
 	// Now is the wall clock, for stamps and the racy-file check. Default
 	// time.Now.
 	Now func() time.Time
+	// Writing, when set, reports whether a writer may still have a file
+	// open (relative slash path, and its ctime; the watcher's Writing).
+	// Such a file is not read — a writer stalled between creating and
+	// filling it must not get its empty state recorded — but returned in
+	// Result.Retry, its old record kept. It is called from several
+	// goroutines.
+	Writing func(rel string, changed time.Time) bool
 }
 
 // Stats count what scans did. Every field only grows.
@@ -130,6 +137,15 @@ type Scanner struct {
 	warnMu sync.Mutex
 	warned map[string]bool // paths warned about once: special files, bad names
 
+	// racyMu guards racyPaths: files recorded while their mtime was still
+	// within racyWindow, because their writer was known to be done with
+	// them. The quick check cannot vouch for such a file (a write in the
+	// same timestamp tick would leave size and mtime as recorded), so it
+	// is read again whenever it is looked at, until a read finds its mtime
+	// old enough.
+	racyMu    sync.Mutex
+	racyPaths map[string]struct{}
+
 	// Seams for tests.
 	openat    func(dirfd int, name string) (int, error)
 	afterRead func(rel string) // after a file's content is read, before the final fstat
@@ -163,10 +179,11 @@ func New(ix *index.Index, cfg Config) (*Scanner, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Scanner{
-		ix:     ix,
-		cfg:    cfg,
-		log:    log.With("folder", cfg.Folder),
-		warned: map[string]bool{},
+		ix:        ix,
+		cfg:       cfg,
+		log:       log.With("folder", cfg.Folder),
+		warned:    map[string]bool{},
+		racyPaths: map[string]struct{}{},
 		openat: func(dirfd int, name string) (int, error) {
 			return unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		},
@@ -232,10 +249,23 @@ func (s *Scanner) scanAll(ctx context.Context) (Result, error) {
 // path whose parent directories are not yet in the index is scanned from
 // its highest such parent, so new directories are recorded too.
 func (s *Scanner) ScanPaths(ctx context.Context, paths []string) (Result, error) {
+	return s.ScanPathsComplete(ctx, paths, nil)
+}
+
+// ScanPathsComplete is ScanPaths told, by complete (nil, or parallel to
+// paths), which files their writer is known to be done with: renamed into
+// place, or closed after their last write (the watcher's Batch.Complete).
+// Such a file is recorded even when its mtime is within racyWindow — it
+// must still not change while it is read — and is then read again at
+// each later look, rather than trusted to the quick check, until a read
+// finds its mtime old enough; it is also returned in Result.Retry so that
+// this happens soon.
+func (s *Scanner) ScanPathsComplete(ctx context.Context, paths []string, complete []bool) (Result, error) {
 	s.scanMu.Lock()
 	defer s.scanMu.Unlock()
 	var seeds []string
-	for _, p := range paths {
+	var done map[string]bool
+	for i, p := range paths {
 		rel, err := s.relPath(p)
 		if err != nil {
 			return Result{}, err
@@ -243,6 +273,12 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths []string) (Result, error)
 		if rel == "" {
 			// The root itself: that is a full scan.
 			return s.scanAll(ctx)
+		}
+		if i < len(complete) && complete[i] {
+			if done == nil {
+				done = map[string]bool{}
+			}
+			done[rel] = true
 		}
 		rel, err = s.highestNew(rel)
 		if err != nil {
@@ -256,6 +292,7 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths []string) (Result, error)
 		return Result{}, err
 	}
 	defer r.close()
+	r.complete = done
 	items := make([]item, len(seeds))
 	for i, p := range seeds {
 		items[i] = item{rel: p}
@@ -264,6 +301,26 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths []string) (Result, error)
 	s.log.Debug("paths scanned", "op", "scan", "paths", len(seeds), "changed", res.Stats.Changed,
 		"deleted", res.Stats.Deleted, "retry", len(res.Retry))
 	return res, err
+}
+
+// racyRecorded reports whether rel was recorded with a racy mtime and not
+// read since with an old one.
+func (s *Scanner) racyRecorded(rel string) bool {
+	s.racyMu.Lock()
+	defer s.racyMu.Unlock()
+	_, ok := s.racyPaths[rel]
+	return ok
+}
+
+// setRacy notes whether rel's record may have a racy mtime.
+func (s *Scanner) setRacy(rel string, racy bool) {
+	s.racyMu.Lock()
+	defer s.racyMu.Unlock()
+	if racy {
+		s.racyPaths[rel] = struct{}{}
+	} else {
+		delete(s.racyPaths, rel)
+	}
 }
 
 // relPath turns a path given to ScanPaths into a clean slash-separated

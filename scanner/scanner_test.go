@@ -865,3 +865,116 @@ func TestSetIgnoreTakesEffectFromNextScan(t *testing.T) {
 		t.Fatal("a.log not recorded once no longer ignored")
 	}
 }
+
+func TestRecordRacy(t *testing.T) {
+	tests := []struct {
+		fresh, complete bool
+		want            racyOutcome
+	}{
+		{false, false, racyRecord},
+		{false, true, racyRecord},
+		{true, false, racyRetry}, // its writer may only have paused
+		{true, true, racyVerify}, // its writer is done: record, read again later
+	}
+	for _, tt := range tests {
+		if got := recordRacy(tt.fresh, tt.complete); got != tt.want {
+			t.Errorf("recordRacy(fresh=%v, complete=%v) = %d, want %d", tt.fresh, tt.complete, got, tt.want)
+		}
+	}
+}
+
+// TestCompleteRacyFile: a file its writer is done with is recorded at once
+// though its mtime is racy; until a read finds its mtime old, the quick
+// check does not vouch for it, so a write in the same timestamp tick (same
+// size, same mtime) is still found.
+func TestCompleteRacyFile(t *testing.T) {
+	e := newEnv(t)
+	now := time.Now()
+	e.s.cfg.Now = func() time.Time { return now }
+	e.write(map[string]string{"page.html": "version 1", "other": "x"})
+	mtime := now.Add(-time.Millisecond)
+	chtimes(t, e.dir, "page.html", mtime)
+	chtimes(t, e.dir, "other", mtime)
+	res, err := e.s.ScanPathsComplete(context.Background(), []string{"page.html", "other"}, []bool{true, false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkState(t, e, map[string]string{"page.html": "file@1"})
+	if !slices.Equal(res.Retry, []string{"other", "page.html"}) {
+		t.Errorf("retry %v, want [other page.html]: other to record, page.html to verify", res.Retry)
+	}
+	if res.Stats.Retries != 1 {
+		t.Errorf("%d retries counted, want 1 (other)", res.Stats.Retries)
+	}
+	if !e.s.racyRecorded("page.html") {
+		t.Fatal("page.html recorded with a racy mtime but not remembered as such")
+	}
+
+	// Another writer, within the same tick: same size, same mtime.
+	e.write(map[string]string{"page.html": "version 2"})
+	chtimes(t, e.dir, "page.html", mtime)
+	res = e.scan()
+	if res.Stats.Hashed != 2 {
+		t.Errorf("hashed %d, want 2: page.html is read though its stat matches its record", res.Stats.Hashed)
+	}
+	// Still racy, and no writer known done: not recorded yet.
+	checkState(t, e, map[string]string{"page.html": "file@1"})
+	now = now.Add(time.Second)
+	e.scanPaths("page.html", "other")
+	checkState(t, e, map[string]string{"page.html": "file@2", "other": "file@1"})
+	if got := e.get("page.html"); !got.Manifest.Equal(manifestOf(t, []byte("version 2"))) {
+		t.Error("page.html recorded without the same-tick write")
+	}
+	if e.s.racyRecorded("page.html") {
+		t.Error("page.html read with an old mtime but still held racy")
+	}
+	// From now on the quick check vouches for it.
+	if res := e.scanPaths("page.html"); res.Stats.Hashed != 0 {
+		t.Errorf("hashed %d, want 0", res.Stats.Hashed)
+	}
+}
+
+// TestRacyRecordedThenRemoved: a file recorded racy and removed leaves
+// nothing behind.
+func TestRacyRecordedThenRemoved(t *testing.T) {
+	e := newEnv(t)
+	now := time.Now()
+	e.s.cfg.Now = func() time.Time { return now }
+	e.write(map[string]string{"f": "x"})
+	chtimes(t, e.dir, "f", now)
+	if _, err := e.s.ScanPathsComplete(context.Background(), []string{"f"}, []bool{true}); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(e.dir, "f"))
+	e.scanPaths("f")
+	if e.s.racyRecorded("f") {
+		t.Error("a removed file is still held racy")
+	}
+}
+
+// TestWritingFileLeftAlone: a file a writer still has open is not read;
+// its old record stays and it is retried.
+func TestWritingFileLeftAlone(t *testing.T) {
+	var open atomic.Value
+	open.Store("")
+	e := newEnv(t, func(c *Config) {
+		c.Writing = func(rel string, changed time.Time) bool { return rel == open.Load().(string) }
+	})
+	e.write(map[string]string{"upload.bin": "", "done.txt": "x"})
+	open.Store("upload.bin")
+	res := e.scan()
+	checkState(t, e, map[string]string{"done.txt": "file@1"})
+	if !slices.Equal(res.Retry, []string{"upload.bin"}) {
+		t.Errorf("retry %v, want [upload.bin]", res.Retry)
+	}
+	open.Store("")
+	e.scanPaths("upload.bin")
+	checkState(t, e, map[string]string{"done.txt": "file@1", "upload.bin": "file@1"})
+	// Written again: the old record stays while the writer has it open.
+	e.write(map[string]string{"upload.bin": "more"})
+	open.Store("upload.bin")
+	e.scanPaths("upload.bin")
+	if got := e.get("upload.bin"); got.Size != 0 {
+		t.Errorf("upload.bin recorded at size %d while open", got.Size)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -35,6 +36,9 @@ type hashJob struct {
 	st  stat
 	old *index.Record
 	fd  int // open for reading; the hasher closes it
+	// complete: its writer is known to be done with it, so a racy mtime
+	// does not stop it being recorded.
+	complete bool
 }
 
 // change is a decided change on its way to the writer.
@@ -60,6 +64,9 @@ type run struct {
 	rootFD  int
 	before  index.FolderInfo
 	c       *counters
+	// complete holds the files (relative paths) that their writer is
+	// known to be done with; nil for none.
+	complete map[string]bool
 
 	q       queue
 	hashCh  chan hashJob
@@ -94,6 +101,14 @@ func (r *run) fail(err error) {
 
 func (r *run) retryLater(rel string) {
 	r.c.retries.Add(1)
+	r.mu.Lock()
+	r.retry = append(r.retry, rel)
+	r.mu.Unlock()
+}
+
+// verifyLater asks for rel to be looked at again soon, though it was
+// recorded: its mtime was racy.
+func (r *run) verifyLater(rel string) {
 	r.mu.Lock()
 	r.retry = append(r.retry, rel)
 	r.mu.Unlock()
@@ -354,7 +369,12 @@ func (r *run) entry(ctx context.Context, dirfd int, prefix, name string, old *in
 	if live(old) && old.Type == index.Dir && st.kind != kindDir {
 		r.addDeletion(ctx, deletion{rel: rel, childrenOnly: true})
 	}
-	switch act := decide(st, old); act {
+	act := decide(st, old)
+	if st.kind == kindFile && (act == skip || act == version) && r.s.racyRecorded(rel) {
+		// Recorded with a racy mtime: the quick check cannot vouch for it.
+		act = hash
+	}
+	switch act {
 	case skip:
 		r.c.skipped.Add(1)
 	case version, refresh:
@@ -382,6 +402,10 @@ func (r *run) entry(ctx context.Context, dirfd int, prefix, name string, old *in
 			r.emit(ctx, change{rec: record(rel, st, chunker.Manifest{}, target), old: old, act: act})
 		}
 	case hash:
+		if w := r.s.cfg.Writing; w != nil && w(rel, time.Unix(0, st.ctime)) {
+			r.retryLater(rel) // its close reports it again
+			return
+		}
 		fd, err := r.s.openat(dirfd, name)
 		if err != nil {
 			switch {
@@ -395,7 +419,7 @@ func (r *run) entry(ctx context.Context, dirfd int, prefix, name string, old *in
 			return
 		}
 		select {
-		case r.hashCh <- hashJob{rel: rel, st: st, old: old, fd: fd}:
+		case r.hashCh <- hashJob{rel: rel, st: st, old: old, fd: fd, complete: r.complete[rel]}:
 		case <-ctx.Done():
 			unix.Close(fd)
 		}
@@ -428,6 +452,9 @@ func (r *run) emit(ctx context.Context, c change) {
 // gone notes that old's path is no longer on disk. Ignored paths are left
 // alone: ignoring a path must never delete it on the peers.
 func (r *run) gone(ctx context.Context, old *index.Record) {
+	if old != nil {
+		r.s.setRacy(old.Path, false)
+	}
 	if !live(old) || r.s.cfg.Ignore.Match(old.Path, old.Type == index.Dir) {
 		return
 	}

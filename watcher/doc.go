@@ -6,9 +6,9 @@
 // # Watching
 //
 // inotify watches are not recursive, so every directory gets its own watch
-// (fsnotify, non-recursive). A new directory is watched the moment its
-// creation is seen, then listed, and its subdirectories likewise; only then
-// is the directory reported. The scanner walks a reported directory, so
+// (on Linux inotify read directly, elsewhere fsnotify). A new directory is
+// watched the moment its creation is seen, then listed, and its
+// subdirectories likewise; only then is the directory reported. The scanner walks a reported directory, so
 // files created in it before its watch existed are not missed. A directory
 // removed or renamed away loses its watch and those of its whole subtree
 // (a watch follows the inode, so one left on a renamed directory would
@@ -33,13 +33,6 @@
 //     most likely open in a writer that has not written yet, so it waits
 //     the full settle time.
 //
-// fsnotify 1.10 keeps IN_CLOSE_WRITE unexported, so "the writer closed the
-// file" cannot be observed; settling plus the scanner's own check that a
-// file did not change while it was read are what guarantee that no half
-// written file is announced. A writer that pauses longer than the settle
-// time mid-file gets its file reported early; its next write reports it
-// again.
-//
 // Events below a directory that is itself pending (a new directory still
 // being filled, as by tar or cp -r) move that directory's deadline instead
 // of adding paths: the directory's one report covers its subtree, so a
@@ -49,6 +42,30 @@
 // later changes path by path. The
 // decisions live in settler, a clock-free state machine; Run only feeds it
 // events and the time.
+//
+// # Writers (Linux)
+//
+// fsnotify hides two signals that say when a writer is done with a file,
+// so on Linux the watcher reads inotify itself (source_linux.go):
+//
+//   - a name renamed into place (IN_MOVED_TO) or a file closed after
+//     writing (IN_CLOSE_WRITE) is finished: reported after the prompt
+//     time whatever writes came before, and tagged in Batch.Complete, so
+//     the scanner may record it though its mtime is fresh;
+//   - a file created (with one link) or written, and not closed since, is
+//     open: held until its close, for at most max(2s, 40×settle) from its
+//     opening, then reported as it is. An empty file found in a directory
+//     just created counts as open (its creation was not seen). Writing
+//     tells a scanner about open files, and about files changed after the
+//     last event read and applied (the loop is behind), so that it leaves
+//     them alone: a writer that stalls between creating and filling a file
+//     never gets the empty file recorded.
+//
+// Where closes are not reported (fsnotify: other platforms), a writer that
+// pauses longer than the settle time mid-file gets its file reported
+// early; settling plus the scanner's own checks (the file did not change
+// while read, its mtime is not racy) are what guard against half-written
+// files, and its next write reports it again.
 //
 // # Output and memory
 //
@@ -85,6 +102,6 @@
 // Invariants: Run is the only goroutine that touches the loop, the settler
 // and the watch set; Stats and Mode may be read from anywhere. Every
 // reported path is relative, slash-separated and clean, never the root and
-// never a .lockstep name. Run returns only after the fsnotify reader has
-// exited, and closes its output channel.
+// never a .lockstep name. Run returns only after the event source's reader
+// has exited, and closes its output channel.
 package watcher

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
@@ -24,6 +26,8 @@ type fakeSource struct {
 	removed []string
 	closed  bool
 	addErr  func(dir string) error // nil: every Add succeeds
+	closes  bool                   // reports opMoved and opClosed, as the Linux inotify source does
+	sent    atomic.Uint64          // events sent by send
 }
 
 func (f *fakeSource) Add(dir string) error {
@@ -49,6 +53,10 @@ func (f *fakeSource) Remove(dir string) error {
 	return nil
 }
 
+func (f *fakeSource) Closes() bool { return f.closes }
+func (f *fakeSource) Sync() (time.Time, uint64, bool) {
+	return time.Now(), f.sent.Load(), f.closes
+}
 func (f *fakeSource) Events() <-chan fsnotify.Event { return f.events }
 func (f *fakeSource) Errors() <-chan error          { return f.errors }
 
@@ -81,6 +89,7 @@ type fakeSources struct {
 	addErr  func(dir string) error
 	initErr error
 	limit   func() (int, error) // stands in for /proc/sys/fs/inotify/max_user_watches when set
+	closes  bool                // the sources report opMoved and opClosed
 }
 
 func (fs *fakeSources) new() (source, error) {
@@ -94,6 +103,7 @@ func (fs *fakeSources) new() (source, error) {
 		errors:  make(chan error),
 		watched: map[string]bool{},
 		addErr:  fs.addErr,
+		closes:  fs.closes,
 	}
 	fs.all = append(fs.all, f)
 	return f, nil
@@ -157,5 +167,7 @@ func (r *fakeRun) stop(t *testing.T) {
 
 func (r *fakeRun) send(t *testing.T, op fsnotify.Op, rel string) {
 	t.Helper()
-	r.sources.live(t).events <- fsnotify.Event{Name: filepath.Join(r.root, filepath.FromSlash(rel)), Op: op}
+	src := r.sources.live(t)
+	src.sent.Add(1)
+	src.events <- fsnotify.Event{Name: filepath.Join(r.root, filepath.FromSlash(rel)), Op: op}
 }

@@ -27,6 +27,7 @@ type loop struct {
 	prefix string // root with a trailing separator
 
 	src  source // nil while polling
+	view *view  // src's, for Writing; nil with it
 	dirs *dirSet
 
 	// rebuild asks for the source to be recreated, every directory watched
@@ -147,7 +148,7 @@ func (l *loop) run(ctx context.Context) error {
 				l.sourceFailed(ctx, errors.New("event channel closed"), time.Now())
 				continue
 			}
-			l.event(ctx, ev, time.Now())
+			l.apply(ctx, ev, time.Now())
 		case err, ok := <-errC:
 			if !ok {
 				l.sourceFailed(ctx, errors.New("error channel closed"), time.Now())
@@ -208,7 +209,7 @@ func (l *loop) drain(ctx context.Context) {
 			if !ok {
 				return // the main select sees the closed channel
 			}
-			l.event(ctx, ev, time.Now())
+			l.apply(ctx, ev, time.Now())
 		default:
 			return
 		}
@@ -231,6 +232,14 @@ func (l *loop) add(rel string, k kind, now time.Time) {
 	}
 }
 
+// apply handles one event from the source and counts it applied.
+func (l *loop) apply(ctx context.Context, ev fsnotify.Event, now time.Time) {
+	l.event(ctx, ev, now)
+	if l.view != nil {
+		l.view.applied.Add(1)
+	}
+}
+
 // event handles one filesystem event.
 func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
 	l.w.events.Add(1)
@@ -248,6 +257,7 @@ func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
 		return
 	}
 	wasDir := l.dirs.has(rel)
+	closes := l.src != nil && l.src.Closes()
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 		// Gone from here. A renamed directory shows up again as a Create
 		// under its new name, which is watched afresh; the old name is
@@ -256,41 +266,40 @@ func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
 			l.unwatchTree(rel)
 		}
 		if !l.ignored(rel, wasDir) {
-			l.add(rel, touched, now)
+			l.add(rel, gone, now)
 		}
 	}
 	if ev.Has(fsnotify.Create) {
-		l.created(ctx, rel, now)
+		l.created(ctx, rel, ev.Has(opMoved), closes, now)
 	}
 	if ev.Has(fsnotify.Write) && !l.ignored(rel, false) {
-		l.add(rel, written, now)
+		k := written
+		if closes {
+			k = opened
+		}
+		l.add(rel, k, now)
 	}
 	if ev.Has(fsnotify.Chmod) && !l.ignored(rel, wasDir) {
 		l.add(rel, touched, now)
 	}
+	if ev.Has(opClosed) && !l.ignored(rel, false) {
+		l.add(rel, finished, now)
+	}
 }
 
 // created handles a name that appeared, by creation or by a rename into
-// the folder. A new directory is watched at once, with everything below
-// it, and then reported itself: the scanner walks it, which covers files
-// created in it before its watch existed.
-func (l *loop) created(ctx context.Context, rel string, now time.Time) {
+// the folder (moved). A new directory is watched at once, with everything
+// below it, and then reported itself: the scanner walks it, which covers
+// files created in it before its watch existed.
+func (l *loop) created(ctx context.Context, rel string, moved, closes bool, now time.Time) {
 	fi, err := os.Lstat(l.abs(rel))
 	if err != nil || !fi.IsDir() {
 		// A file, a symlink (never followed), or already gone again (its
-		// removal event is on the way): report it either way. A non-empty
-		// file is taken to be complete (renamed into place); any write to
-		// it after this event is on its way and puts it back on the settle
-		// clock. An empty one was most likely just opened by a writer that
-		// has not written yet, so it gets the full settle time.
+		// removal event is on the way): report it either way.
 		if l.ignored(rel, false) {
 			return
 		}
-		k := touched
-		if err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
-			k = written
-		}
-		l.add(rel, k, now)
+		l.add(rel, createdKind(fi, err, moved, closes), now)
 		return
 	}
 	if l.ignored(rel, true) || l.src == nil {
@@ -301,11 +310,54 @@ func (l *loop) created(ctx context.Context, rel string, now time.Time) {
 		// stale.
 		l.unwatchTree(rel)
 	}
-	if err := l.watchTree(ctx, rel); err != nil {
+	// A directory just created (not renamed into place) may hold files
+	// created before its watch existed, whose writers were not seen to
+	// open them: an empty one is taken to be open, as its creation would
+	// have said.
+	var empty func(rel string)
+	if closes && !moved {
+		empty = func(f string) { l.add(f, opened, now) }
+	}
+	if err := l.watchTree(ctx, rel, empty); err != nil {
 		l.watchFailed(ctx, err, now)
 		return
 	}
 	l.add(rel, touched, now)
+}
+
+// createdKind decides how a new non-directory name settles, from its
+// lstat (fi, err), whether it was renamed into place (moved: only a source
+// that closes tells) and whether the source reports closes.
+//
+//   - Renamed into place: its writer finished it elsewhere (atomic
+//     writers, uploads, rsync): finished.
+//   - Created, with closes reported: a regular file with one link was
+//     opened by a writer, whose close will be seen: opened, held until
+//     then. A second link to an existing file (ln) has no writer.
+//   - Without closes: a non-empty file is taken to be complete (renamed
+//     into place, most likely); a write after this event is on its way
+//     and puts it back on the settle clock. An empty one was most likely
+//     just opened by a writer that has not written yet, so it gets the
+//     full settle time.
+//
+// Symlinks, special files and names already gone again are touched.
+func createdKind(fi os.FileInfo, err error, moved, closes bool) kind {
+	if err != nil || !fi.Mode().IsRegular() {
+		return touched
+	}
+	if moved {
+		return finished
+	}
+	if closes {
+		if links(fi) > 1 {
+			return touched
+		}
+		return opened
+	}
+	if fi.Size() == 0 {
+		return written
+	}
+	return touched
 }
 
 // watchTree adds a watch to rel and to every directory below it that is
@@ -313,8 +365,9 @@ func (l *loop) created(ctx context.Context, rel string, now time.Time) {
 // subdirectory created meanwhile is either listed or announced by an
 // event. Directories that vanish meanwhile are skipped; the watch limit
 // stops the walk with a *WatchLimitError; a failure on the root is
-// returned; other failures are counted and logged.
-func (l *loop) watchTree(ctx context.Context, rel string) error {
+// returned; other failures are counted and logged. empty, when not nil,
+// is called with every empty regular file found (not ignored).
+func (l *loop) watchTree(ctx context.Context, rel string, empty func(rel string)) error {
 	stack := []string{rel}
 	for len(stack) > 0 {
 		if err := ctx.Err(); err != nil {
@@ -337,7 +390,7 @@ func (l *loop) watchTree(ctx context.Context, rel string) error {
 			continue
 		}
 		l.dirs.add(d)
-		err := l.listDirs(abs, d, func(sub string) { stack = append(stack, sub) })
+		err := l.listDirs(abs, d, func(sub string) { stack = append(stack, sub) }, empty)
 		if err != nil && !isGone(err) {
 			l.w.errs.Add(1)
 			l.log.Warn("cannot list directory", "path", abs, "err", err)
@@ -347,9 +400,10 @@ func (l *loop) watchTree(ctx context.Context, rel string) error {
 	return nil
 }
 
-// listDirs calls fn with every subdirectory of dir that is not ignored.
+// listDirs calls fn with every subdirectory of dir that is not ignored,
+// and empty (when not nil) with every empty regular file that is not.
 // It reads the directory in slices so that a huge one costs bounded memory.
-func (l *loop) listDirs(abs, rel string, fn func(rel string)) error {
+func (l *loop) listDirs(abs, rel string, fn, empty func(rel string)) error {
 	f, err := os.Open(abs)
 	if err != nil {
 		return err
@@ -358,15 +412,19 @@ func (l *loop) listDirs(abs, rel string, fn func(rel string)) error {
 	for {
 		ents, err := f.ReadDir(512)
 		for _, e := range ents {
-			if !e.IsDir() {
-				continue
-			}
 			sub := e.Name()
 			if rel != "" {
 				sub = rel + "/" + sub
 			}
-			if !l.ignored(sub, true) {
-				fn(sub)
+			switch {
+			case e.IsDir():
+				if !l.ignored(sub, true) {
+					fn(sub)
+				}
+			case empty != nil && e.Type().IsRegular():
+				if fi, err := e.Info(); err == nil && fi.Size() == 0 && !l.ignored(sub, false) {
+					empty(sub)
+				}
 			}
 		}
 		if err == io.EOF {
@@ -410,7 +468,7 @@ func (l *loop) countDirs(ctx context.Context) int {
 		d := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		n++
-		_ = l.listDirs(l.abs(d), d, func(sub string) { stack = append(stack, sub) })
+		_ = l.listDirs(l.abs(d), d, func(sub string) { stack = append(stack, sub) }, nil)
 	}
 	return n
 }
@@ -443,8 +501,10 @@ func (l *loop) startWatching(ctx context.Context, now time.Time) {
 		return
 	}
 	l.src = src
+	l.view = &view{src: src}
+	l.w.view.Store(l.view)
 	l.dirs = newDirSet()
-	if err := l.watchTree(ctx, ""); err != nil {
+	if err := l.watchTree(ctx, "", nil); err != nil {
 		l.watchFailed(ctx, err, now)
 		return
 	}
@@ -471,6 +531,8 @@ func (l *loop) stopWatching() {
 		}
 		l.src = nil
 	}
+	l.view = nil
+	l.w.view.Store(nil)
 	l.dirs = newDirSet()
 	l.w.watched.Store(0)
 }
@@ -480,6 +542,7 @@ func (l *loop) stopWatching() {
 // error is logged (once per distinct cause) and shown by Mode.
 func (l *loop) fallback(err error, retry func() bool, now time.Time) {
 	l.stopWatching()
+	l.s.writers.clear() // no close will be seen
 	l.w.errs.Add(1)
 	reason := err.Error()
 	if !l.polling || l.w.Mode().Reason != reason {

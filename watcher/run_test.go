@@ -718,3 +718,91 @@ func TestWatchLimitErrorText(t *testing.T) {
 		t.Errorf("%q: want the unreadable limit said so", msg)
 	}
 }
+
+// TestRunClosesTimeline: with a source that reports renames and closes, a
+// file renamed into place is reported after the prompt time, complete; a
+// file created and left open is held (Writing says so) until its close,
+// then reported after the prompt time, complete; one never closed is
+// reported as it is after the hold time.
+func TestRunClosesTimeline(t *testing.T) {
+	root := t.TempDir()
+	for _, f := range []string{"moved.html", "upload.bin", "stuck.log"} {
+		if err := os.WriteFile(filepath.Join(root, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	synctest.Test(t, func(t *testing.T) {
+		sources := &fakeSources{closes: true}
+		r := started(t, root, Options{}, sources)
+		defer r.stop(t)
+		prompt := r.w.opts.Prompt
+
+		r.send(t, fsnotify.Create|opMoved, "moved.html")
+		b, took := recv(t, r.out)
+		if !slices.Equal(b.Paths, []string{"moved.html"}) || !slices.Equal(b.Complete, []bool{true}) || took != prompt {
+			t.Fatalf("rename into place: %+v after %v, want [moved.html] complete after %v", b, took, prompt)
+		}
+
+		r.send(t, fsnotify.Create, "upload.bin")
+		begin := time.Now()
+		synctest.Wait() // the event is applied
+		if !r.w.Writing("upload.bin", begin.Add(-time.Minute)) {
+			t.Fatal("a file created and not closed is not Writing")
+		}
+		expectQuiet(t, r.out, time.Second) // far past the settle time
+		r.send(t, fsnotify.Write, "upload.bin")
+		r.send(t, opClosed, "upload.bin")
+		b, took = recv(t, r.out)
+		if !slices.Equal(b.Paths, []string{"upload.bin"}) || !slices.Equal(b.Complete, []bool{true}) || took != prompt {
+			t.Fatalf("closed: %+v after %v, want [upload.bin] complete after %v", b, took, prompt)
+		}
+		if r.w.Writing("upload.bin", begin.Add(-time.Minute)) {
+			t.Fatal("a closed file is still Writing")
+		}
+
+		r.send(t, fsnotify.Create, "stuck.log")
+		b, took = recv(t, r.out)
+		hold := holdTime(r.w.opts.Settle)
+		if !slices.Equal(b.Paths, []string{"stuck.log"}) || b.Complete != nil || took != hold {
+			t.Fatalf("never closed: %+v after %v, want [stuck.log], not complete, after %v", b, took, hold)
+		}
+		if r.w.Writing("stuck.log", time.Now().Add(-time.Minute)) {
+			t.Fatal("a file held for the hold time is still Writing")
+		}
+	})
+}
+
+// TestRunNewDirectoryEmptyFilesHeld: in a directory just created, an
+// empty file (created before the watch existed: its opening was not seen)
+// is taken to be open; one with data is not.
+func TestRunNewDirectoryEmptyFilesHeld(t *testing.T) {
+	root := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		sources := &fakeSources{closes: true}
+		r := started(t, root, Options{}, sources)
+		defer r.stop(t)
+		mkdirs(t, root, "new")
+		writeFile(t, root, "new/full")
+		if err := os.WriteFile(filepath.Join(root, "new/empty"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r.send(t, fsnotify.Create, "new")
+		synctest.Wait() // the event is applied
+		old := time.Now().Add(-time.Minute)
+		if !r.w.Writing("new/empty", old) {
+			t.Error("an empty file in a new directory is not Writing")
+		}
+		if r.w.Writing("new/full", old) {
+			t.Error("a file with data in a new directory is Writing")
+		}
+		b, _ := recv(t, r.out)
+		if !slices.Equal(b.Paths, []string{"new"}) {
+			t.Fatalf("batch %+v, want [new]", b)
+		}
+		r.send(t, opClosed, "new/empty")
+		b, _ = recv(t, r.out)
+		if !slices.Equal(b.Paths, []string{"new/empty"}) {
+			t.Fatalf("batch %+v, want [new/empty]", b)
+		}
+	})
+}

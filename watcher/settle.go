@@ -14,18 +14,78 @@ const (
 	// written: data was written (inotify IN_MODIFY). More writes may follow,
 	// so the path waits the full settle time after the last one.
 	written kind = iota
-	// touched: the path appeared (created or renamed into place), went away,
-	// or had its attributes changed. None of these leaves a file half
-	// written by itself, so the path waits only the prompt time; a write
-	// that follows pushes it back to the full settle time.
+	// touched: the path appeared (created or renamed into place), or had
+	// its attributes changed. None of these leaves a file half written by
+	// itself, so the path waits only the prompt time; a write that follows
+	// pushes it back to the full settle time.
 	touched
+	// opened: a file was created or written by a writer whose close will
+	// be seen (the source reports IN_CLOSE_WRITE). Like written, and the
+	// path is held, up to the hold time, until that close arrives.
+	opened
+	// finished: the writer is done with the file: it was renamed into
+	// place (IN_MOVED_TO) or closed after writing (IN_CLOSE_WRITE). The
+	// path is reported after the prompt time, whatever writes came before,
+	// and tagged complete.
+	finished
+	// gone: the path was removed or renamed away. Prompt, and whatever was
+	// known of a writer no longer applies.
+	gone
 )
+
+// pathState is what the settler knows of one pending path.
+type pathState struct {
+	quiet    time.Time // the path has been quiet long enough for its last event's kind
+	open     bool      // a writer has it open: created or written, not closed since
+	openedAt time.Time // when open last became true
+	complete bool      // the last content event was a finished
+}
+
+// next is the pure transition of a path's state on an event of kind k at
+// now.
+func (st pathState) next(k kind, now time.Time, settle, prompt time.Duration) pathState {
+	later := func(d time.Duration) time.Time {
+		if t := now.Add(d); t.After(st.quiet) {
+			return t
+		}
+		return st.quiet
+	}
+	switch k {
+	case written:
+		st.quiet, st.complete = later(settle), false
+	case opened:
+		st.quiet, st.complete = later(settle), false
+		if !st.open {
+			st.open, st.openedAt = true, now
+		}
+	case finished:
+		// Earlier writes no longer matter: their writer is done.
+		st.quiet, st.open, st.complete = now.Add(prompt), false, true
+	case gone:
+		st.quiet, st.open, st.complete = later(prompt), false, false
+	default: // touched
+		st.quiet = later(prompt)
+	}
+	return st
+}
+
+// due is when a path in state st may be reported: once quiet, but while a
+// writer has it open, not before that writer has had hold to close it.
+func (st pathState) due(hold time.Duration) time.Time {
+	if st.open {
+		if h := st.openedAt.Add(hold); h.After(st.quiet) {
+			return h
+		}
+	}
+	return st.quiet
+}
 
 // entry is one path waiting to settle (index >= 0, in the heap) or settled
 // and waiting to be taken (index == -1, referenced from the ready queue).
 type entry struct {
 	path     string
-	deadline time.Time
+	st       pathState
+	deadline time.Time // st.due: when it may be taken
 	since    time.Time // first event; bounds how long a directory absorbs its children's
 	seq      uint64    // insertion order: ties on deadline leave in arrival order
 	index    int
@@ -47,8 +107,11 @@ type readyRef struct {
 //     the ancestor's deadline moves instead — but only while the ancestor
 //     has been pending for less than maxWait, so that a busy new directory
 //     is still reported, and its later changes path by path;
-//   - a path is taken only once now >= its deadline, and its deadline is the
-//     latest of (event time + delay of that event's kind) over its events;
+//   - a path is taken only once now >= its deadline; its deadline is the
+//     latest of (event time + delay of that event's kind) over its events
+//     since the last finished one (a rename into place, a close after
+//     writing), which alone resets it; and while a writer has the path
+//     open, not before the hold time since it was opened;
 //   - len(entries) <= max; one more distinct path drops every entry and asks
 //     for a rescan, so memory stays bounded whatever the event rate;
 //   - while a rescan is wanted, per-path events are not recorded: the rescan
@@ -57,7 +120,10 @@ type settler struct {
 	settle  time.Duration
 	prompt  time.Duration
 	maxWait time.Duration // longest a rescan, or a directory, waits for its subtree to go quiet
+	hold    time.Duration // longest a path is held while a writer has it open
 	max     int
+
+	writers *writers // files open for writing; kept across rescans
 
 	entries map[string]*entry
 	waiting entryHeap
@@ -80,7 +146,9 @@ func newSettler(settle, prompt time.Duration, maxPending int) *settler {
 		settle:  settle,
 		prompt:  prompt,
 		maxWait: max(time.Second, 20*settle),
+		hold:    holdTime(settle),
 		max:     maxPending,
+		writers: newWriters(holdTime(settle)),
 		entries: make(map[string]*entry),
 	}
 }
@@ -90,10 +158,20 @@ func newSettler(settle, prompt time.Duration, maxPending int) *settler {
 func (s *settler) setDelays(settle, prompt time.Duration) {
 	s.settle, s.prompt = settle, min(prompt, settle)
 	s.maxWait = max(time.Second, 20*settle)
+	s.hold = holdTime(settle)
+	s.writers.setHold(s.hold)
+}
+
+// holdTime is the longest a file that a writer keeps open is held back:
+// long enough for a writer stalled between creating and filling a file
+// under load, short enough that a file held open for appending (a log) is
+// still reported now and then.
+func holdTime(settle time.Duration) time.Duration {
+	return max(2*time.Second, 40*settle)
 }
 
 func (s *settler) delay(k kind) time.Duration {
-	if k == written {
+	if k == written || k == opened {
 		return s.settle
 	}
 	return s.prompt
@@ -102,25 +180,42 @@ func (s *settler) delay(k kind) time.Duration {
 // Add records an event of kind k for path at now. It reports false when the
 // event made the pending set overflow into a rescan.
 func (s *settler) Add(path string, k kind, now time.Time) bool {
+	s.writers.note(path, k, now)
 	if s.rescan.wanted {
 		s.extendRescan(now)
 		return true
 	}
-	deadline := now.Add(s.delay(k))
-	if e := s.find(path); e != nil && (e.path == path || now.Sub(e.since) < s.maxWait) {
-		s.touch(e, deadline)
-		return true
+	if e := s.find(path); e != nil {
+		if e.path == path {
+			e.st = e.st.next(k, now, s.settle, s.prompt)
+			s.reschedule(e)
+			return true
+		}
+		if now.Sub(e.since) < s.maxWait {
+			// Below a pending directory: its report covers path. (A
+			// child a writer still has open is skipped by that scan, as
+			// Writing says, and reported again once closed.)
+			if q := now.Add(s.delay(k)); q.After(e.st.quiet) {
+				e.st.quiet = q
+			}
+			s.reschedule(e)
+			return true
+		}
 	}
 	if len(s.entries) >= s.max {
 		s.Rescan(ReasonPendingLimit, now)
 		return false
 	}
 	s.seq++
-	e := &entry{path: path, deadline: deadline, since: now, seq: s.seq}
+	e := &entry{path: path, st: pathState{}.next(k, now, s.settle, s.prompt), since: now, seq: s.seq}
+	e.deadline = s.dueOf(e)
 	s.entries[path] = e
 	heap.Push(&s.waiting, e)
 	return true
 }
+
+// dueOf is when e may be reported.
+func (s *settler) dueOf(e *entry) time.Time { return e.st.due(s.hold) }
 
 // find returns the entry for path or for its nearest pending ancestor.
 func (s *settler) find(path string) *entry {
@@ -136,18 +231,19 @@ func (s *settler) find(path string) *entry {
 	}
 }
 
-// touch moves e's deadline to at least deadline. A settled entry that sees
-// a new event is no longer quiet: it goes back to waiting.
-func (s *settler) touch(e *entry, deadline time.Time) {
+// reschedule moves e's deadline to what its state says now. A settled
+// entry that sees a new event is no longer quiet: it goes back to waiting.
+func (s *settler) reschedule(e *entry) {
+	d := s.dueOf(e)
 	if e.index < 0 {
 		e.gen++
 		s.live--
-		e.deadline = deadline
+		e.deadline = d
 		heap.Push(&s.waiting, e)
 		return
 	}
-	if deadline.After(e.deadline) {
-		e.deadline = deadline
+	if !d.Equal(e.deadline) {
+		e.deadline = d
 		heap.Fix(&s.waiting, e.index)
 	}
 }
@@ -195,7 +291,18 @@ func (s *settler) RescanWanted() (Reason, bool) {
 func (s *settler) RescanDue() bool { return s.rescan.due }
 
 // Advance moves every path whose deadline has passed to the ready queue.
+// A file open for writing for the hold time is reported as it is.
 func (s *settler) Advance(now time.Time) {
+	for _, p := range s.writers.expire(now) {
+		if e, ok := s.entries[p]; ok {
+			if e.st.open {
+				e.st.open = false
+				s.reschedule(e)
+			}
+			continue
+		}
+		s.Add(p, touched, now)
+	}
 	for len(s.waiting) > 0 && !s.waiting[0].deadline.After(now) {
 		e := heap.Pop(&s.waiting).(*entry)
 		e.gen++
@@ -217,6 +324,9 @@ func (s *settler) Next() time.Time {
 	if s.rescan.wanted && !s.rescan.due && (next.IsZero() || s.rescan.deadline.Before(next)) {
 		next = s.rescan.deadline
 	}
+	if w := s.writers.Next(); !w.IsZero() && (next.IsZero() || w.Before(next)) {
+		next = w
+	}
 	return next
 }
 
@@ -235,12 +345,19 @@ func (s *settler) Take(maxPaths int) (Batch, bool) {
 	}
 	n := min(maxPaths, s.live)
 	paths := make([]string, 0, n)
+	var complete []bool
 	for s.head < len(s.ready) && len(paths) < n {
 		r := s.ready[s.head]
 		s.ready[s.head] = readyRef{}
 		s.head++
 		if r.gen != r.e.gen {
 			continue
+		}
+		if r.e.st.complete && complete == nil {
+			complete = make([]bool, len(paths), n)
+		}
+		if complete != nil {
+			complete = append(complete, r.e.st.complete)
 		}
 		paths = append(paths, r.e.path)
 		delete(s.entries, r.e.path)
@@ -252,7 +369,7 @@ func (s *settler) Take(maxPaths int) (Batch, bool) {
 		clear(s.ready[rest:])
 		s.ready, s.head = s.ready[:rest], 0
 	}
-	return Batch{Paths: paths}, true
+	return Batch{Paths: paths, Complete: complete}, true
 }
 
 // Pending returns how many paths are waiting or settled but not yet taken.

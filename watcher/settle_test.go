@@ -20,6 +20,8 @@ type step struct {
 	add  string // path of an event; empty for a look
 	kind kind
 	want []string // for a look: the paths taken then, in order (nil: none)
+	// complete: for a look, the paths taken then that are tagged complete
+	complete []string
 }
 
 func TestSettlerTable(t *testing.T) {
@@ -81,6 +83,61 @@ func TestSettlerTable(t *testing.T) {
 			{at: 1, add: "ab/f", kind: touched},
 			{at: 11, want: []string{"a", "ab/f"}},
 		}},
+		{"a rename into place is complete", []step{
+			{at: 0, add: "f", kind: finished},
+			{at: 9},
+			{at: 10, want: []string{"f"}, complete: []string{"f"}},
+		}},
+		{"a close after writes is prompt and complete, whatever the writes' settle time", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 20, add: "f", kind: opened},
+			{at: 25, add: "f", kind: finished},
+			{at: 34},
+			{at: 35, want: []string{"f"}, complete: []string{"f"}},
+			{at: 100},
+		}},
+		{"a file open for writing is held until it is closed", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 50},
+			{at: 1500},
+			{at: 1700, add: "f", kind: finished},
+			{at: 1710, want: []string{"f"}, complete: []string{"f"}},
+		}},
+		{"a file open for writing is held at most the hold time, then reported as it is", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 1000, add: "f", kind: opened},
+			{at: 1999},
+			{at: 2000, want: []string{"f"}},
+		}},
+		{"a write after the close: held again, not complete", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 5, add: "f", kind: finished},
+			{at: 8, add: "f", kind: opened},
+			{at: 15},
+			{at: 60},
+			{at: 70, add: "f", kind: finished},
+			{at: 75, add: "f", kind: written},
+			{at: 125, want: []string{"f"}},
+		}},
+		{"an attribute change keeps complete", []step{
+			{at: 0, add: "f", kind: finished},
+			{at: 5, add: "f", kind: touched},
+			{at: 15, want: []string{"f"}, complete: []string{"f"}},
+		}},
+		{"removal ends the hold and is not complete", []step{
+			{at: 0, add: "f", kind: opened},
+			{at: 5, add: "f", kind: gone},
+			{at: 14},
+			{at: 50, want: []string{"f"}},
+		}},
+		{"only the complete paths of a batch are tagged", []step{
+			{at: 0, add: "a", kind: touched},
+			{at: 0, add: "b", kind: finished},
+			{at: 0, add: "c", kind: touched},
+			{at: 1, add: "d", kind: touched},
+			{at: 2, add: "d/f", kind: finished},
+			{at: 12, want: []string{"a", "b", "c", "d"}, complete: []string{"b"}},
+		}},
 		{"same deadline leaves in arrival order", []step{
 			{at: 0, add: "z", kind: touched},
 			{at: 0, add: "a", kind: touched},
@@ -100,7 +157,7 @@ func TestSettlerTable(t *testing.T) {
 					continue
 				}
 				s.Advance(now)
-				var got []string
+				var got, complete []string
 				for {
 					b, ok := s.Take(1000)
 					if !ok {
@@ -109,10 +166,21 @@ func TestSettlerTable(t *testing.T) {
 					if b.Rescan {
 						t.Fatalf("step %d: unexpected rescan %q", i, b.Reason)
 					}
+					if b.Complete != nil && len(b.Complete) != len(b.Paths) {
+						t.Fatalf("step %d: %d complete tags for %d paths", i, len(b.Complete), len(b.Paths))
+					}
+					for j, p := range b.Paths {
+						if b.Complete != nil && b.Complete[j] {
+							complete = append(complete, p)
+						}
+					}
 					got = append(got, b.Paths...)
 				}
 				if !slices.Equal(got, st.want) {
 					t.Fatalf("step %d at %dms: took %q, want %q", i, st.at, got, st.want)
+				}
+				if !slices.Equal(complete, st.complete) {
+					t.Fatalf("step %d at %dms: complete %q, want %q", i, st.at, complete, st.complete)
 				}
 			}
 			if n := s.Pending(); n != 0 {
@@ -394,6 +462,44 @@ func TestSettlerMatchesNaive(t *testing.T) {
 			if s.Pending() != len(m.deadline) {
 				t.Fatalf("seed %d round %d op %d: Pending %d, reference %d", seed, round, op, s.Pending(), len(m.deadline))
 			}
+		}
+	}
+}
+
+func TestPathStateTable(t *testing.T) {
+	const settle, prompt, hold = 50 * time.Millisecond, 10 * time.Millisecond, 2 * time.Second
+	type ev struct {
+		at int
+		k  kind
+	}
+	tests := []struct {
+		name     string
+		events   []ev
+		due      int // ms after t0
+		open     bool
+		complete bool
+	}{
+		{"write", []ev{{0, written}}, 50, false, false},
+		{"create or rename without closes", []ev{{0, touched}}, 10, false, false},
+		{"opened: held for the hold time", []ev{{0, opened}}, 2000, true, false},
+		{"opened again: held from the first", []ev{{0, opened}, {1500, opened}}, 2000, true, false},
+		{"opened, then quiet past the hold: due when quiet", []ev{{0, opened}, {1990, opened}}, 2040, true, false},
+		{"closed after writes: prompt from the close", []ev{{0, opened}, {30, written}, {40, finished}}, 50, false, true},
+		{"renamed into place", []ev{{0, finished}}, 10, false, true},
+		{"closed, then an attribute change: still complete", []ev{{0, finished}, {5, touched}}, 15, false, true},
+		{"closed, then a write: not complete", []ev{{0, finished}, {5, written}}, 55, false, false},
+		{"closed, then opened again: held afresh", []ev{{0, opened}, {5, finished}, {8, opened}}, 2008, true, false},
+		{"removed while open: prompt, nothing held", []ev{{0, opened}, {5, gone}}, 50, false, false},
+		{"a touch never shortens a write's wait", []ev{{0, written}, {5, touched}}, 50, false, false},
+	}
+	for _, tt := range tests {
+		var st pathState
+		for _, e := range tt.events {
+			st = st.next(e.k, ms(e.at), settle, prompt)
+		}
+		if got := st.due(hold); !got.Equal(ms(tt.due)) || st.open != tt.open || st.complete != tt.complete {
+			t.Errorf("%s: due %v open %v complete %v, want %v %v %v", tt.name,
+				got.Sub(t0), st.open, st.complete, time.Duration(tt.due)*time.Millisecond, tt.open, tt.complete)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
@@ -25,10 +26,31 @@ type source interface {
 	// by Close.
 	Events() <-chan fsnotify.Event
 	Errors() <-chan error
+	// Closes reports whether the source tells apart what fsnotify cannot:
+	// opMoved on a Create that was a rename into place, and opClosed
+	// events (a file closed after being open for writing). Only then can
+	// the watcher know that a writer is done with a file.
+	Closes() bool
+	// Sync reports whether, at t, every event of a change made before t
+	// had been sent on Events — sent of them in all — for a source that
+	// can tell (ok false otherwise, or when it cannot tell now). It is
+	// called from any goroutine, even after Close.
+	Sync() (t time.Time, sent uint64, ok bool)
 	// Close drops every watch; when it returns, the source's goroutines
 	// have exited.
 	Close() error
 }
+
+// Ops beyond fsnotify's portable ones, set only by a source whose Closes
+// is true. They use bits fsnotify leaves free.
+const (
+	// opMoved comes with Create: the name was renamed into place
+	// (IN_MOVED_TO), so whoever wrote the file finished it elsewhere.
+	opMoved fsnotify.Op = 1 << 28
+	// opClosed: the file was closed by a process that had it open for
+	// writing (IN_CLOSE_WRITE).
+	opClosed fsnotify.Op = 1 << 29
+)
 
 // eventBuffer is the length of fsnotify's event channel. It adds to the
 // kernel queue (fs.inotify.max_queued_events, 16384 by default) so that a
@@ -36,6 +58,8 @@ type source interface {
 // busy adding watches for new directories, instead of overflowing.
 const eventBuffer = 16384
 
+// notifySource is fsnotify: the portable source, and the one used where
+// inotify cannot be read directly.
 type notifySource struct{ w *fsnotify.Watcher }
 
 func newNotifySource() (source, error) {
@@ -46,11 +70,13 @@ func newNotifySource() (source, error) {
 	return notifySource{w}, nil
 }
 
-func (s notifySource) Add(dir string) error          { return s.w.Add(dir) }
-func (s notifySource) Remove(dir string) error       { return s.w.Remove(dir) }
-func (s notifySource) Events() <-chan fsnotify.Event { return s.w.Events }
-func (s notifySource) Errors() <-chan error          { return s.w.Errors }
-func (s notifySource) Close() error                  { return s.w.Close() }
+func (s notifySource) Add(dir string) error            { return s.w.Add(dir) }
+func (s notifySource) Remove(dir string) error         { return s.w.Remove(dir) }
+func (s notifySource) Events() <-chan fsnotify.Event   { return s.w.Events }
+func (s notifySource) Errors() <-chan error            { return s.w.Errors }
+func (s notifySource) Close() error                    { return s.w.Close() }
+func (s notifySource) Closes() bool                    { return false }
+func (s notifySource) Sync() (time.Time, uint64, bool) { return time.Time{}, 0, false }
 
 const (
 	maxUserWatchesFile    = "/proc/sys/fs/inotify/max_user_watches"
@@ -123,4 +149,12 @@ func instancesError(root string, err error) error {
 			root, limit, err)
 	}
 	return fmt.Errorf("watch %s: start inotify: %w", root, err)
+}
+
+// links returns a file's hard link count; 1 when unknown.
+func links(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Nlink)
+	}
+	return 1
 }

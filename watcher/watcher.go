@@ -64,6 +64,13 @@ type Batch struct {
 	// file, a directory (scan it and everything below), or nothing any
 	// more (it was removed or renamed away).
 	Paths []string
+	// Complete, when not nil, is parallel to Paths: true for a file that
+	// its writer is known to be done with — it was renamed into place, or
+	// closed after its last write, and not written since — so that a fresh
+	// modification time is no reason to wait before recording it. Nil when
+	// no path of the batch is known complete (always, where the event
+	// source cannot tell: fsnotify).
+	Complete []bool
 	// Rescan asks for the whole folder to be scanned; Paths is empty then.
 	Rescan bool
 	// Reason says why, when Rescan is set.
@@ -125,6 +132,8 @@ type Watcher struct {
 	watchLimit func() (int, error)
 
 	running atomic.Bool
+	writing atomic.Pointer[writers] // the running loop's; nil when Run is not running
+	view    atomic.Pointer[view]    // the running loop's source; nil while there is none
 
 	events, batches, paths, rescans, overflows, errs atomic.Uint64
 	watched, pending                                 atomic.Int64
@@ -221,7 +230,7 @@ func New(root string, opts Options) (*Watcher, error) {
 		root:       abs,
 		opts:       opts,
 		log:        log,
-		newSource:  newNotifySource,
+		newSource:  defaultSource,
 		watchLimit: readWatchLimit,
 		mode:       Mode{State: Stopped},
 		reconf:     make(chan struct{}, 1),
@@ -256,9 +265,67 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
 		return fmt.Errorf("watch %s: not a directory", w.root)
 	}
 	l := newLoop(w, out)
+	w.writing.Store(l.s.writers)
+	defer w.writing.Store(nil)
+	defer w.view.Store(nil)
 	defer l.stopWatching()
 	defer w.setMode(Stopped, "")
 	return l.run(ctx)
+}
+
+// Writing reports whether a writer may still have the file rel (relative
+// to the root, slash-separated) open, for a scanner about to read it;
+// changed is the file's ctime. It is true when the event source reported
+// the file created or written, and not closed, removed or renamed away
+// since — for at most max(2s, 40×Settle) from its opening, after which it
+// is reported as it is — and also, for as long, when events of a change
+// at changed may not have been read yet (the watcher is behind). A
+// scanner leaves such a file alone: its close reports it again.
+//
+// Always false where closes are not reported (fsnotify), while polling and
+// when Run is not running. Safe from any goroutine.
+func (w *Watcher) Writing(rel string, changed time.Time) bool {
+	v := w.view.Load()
+	if v == nil || !v.src.Closes() {
+		return false
+	}
+	hold := holdTime(w.opts.Settle)
+	if !v.caughtUp(changed) {
+		return time.Since(changed) < hold
+	}
+	// Only now: the events up to changed are applied to the set.
+	return w.writing.Load().has(rel)
+}
+
+// view is what Writing needs of the loop's current event source.
+type view struct {
+	src     source
+	applied atomic.Uint64 // events of src the loop has applied
+	synced  atomic.Int64  // Unix ns: every event of a change before it has been applied
+}
+
+// timeTick is the coarsest tick of file timestamps: a ctime may be this
+// much earlier than the change that set it.
+const timeTick = 10 * time.Millisecond
+
+// caughtUp reports whether every event of a change whose ctime is changed
+// has been applied by the loop.
+func (v *view) caughtUp(changed time.Time) bool {
+	c := changed.Add(timeTick).UnixNano()
+	if c < v.synced.Load() {
+		return true
+	}
+	t, sent, ok := v.src.Sync()
+	if !ok || v.applied.Load() < sent {
+		return false
+	}
+	for {
+		old := v.synced.Load()
+		if t.UnixNano() <= old || v.synced.CompareAndSwap(old, t.UnixNano()) {
+			break
+		}
+	}
+	return c < t.UnixNano()
 }
 
 // Stats returns the counters; safe to call at any time from any goroutine.
