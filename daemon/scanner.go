@@ -36,6 +36,11 @@ func (a scanAdapter) ScanPathsComplete(ctx context.Context, paths []string, comp
 	return res.Retry, err
 }
 
+func (a scanAdapter) ScanPathsDone(ctx context.Context, paths []string) ([]string, error) {
+	res, err := a.s.ScanPathsDone(ctx, paths)
+	return res.Retry, err
+}
+
 func newScanner(fc config.Folder, ix *index.Index, self conflict.NodeID, clock scanner.Clock, match *ignore.Matcher, guard scanner.DeleteGuard, writing func(string, time.Time) bool, log *slog.Logger) (replica.Scanner, error) {
 	s, err := scanner.New(ix, scanner.Config{
 		Folder:      fc.ID,

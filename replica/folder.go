@@ -38,6 +38,9 @@ type CompleteScanner interface {
 	Scanner
 	// ScanPathsComplete is ScanPaths; complete is nil or parallel to paths.
 	ScanPathsComplete(ctx context.Context, paths []string, complete []bool) (retry []string, err error)
+	// ScanPathsDone records paths their writer said it is done with
+	// (through Wait) at once.
+	ScanPathsDone(ctx context.Context, paths []string) (retry []string, err error)
 }
 
 // Conn is the engine's view of a connection to a peer.

@@ -180,13 +180,22 @@ func (f *Folder) currentSequence(ctx context.Context, rel string) (uint64, error
 		if f.ignored(rel, lerr == nil && st.IsDir()) {
 			return 0, fmt.Errorf("%w: %s is ignored in folder %s", control.ErrBadRequest, rel, f.id)
 		}
+		// The caller of Wait is done writing rel: record it as it is.
 		f.scanMu.Lock()
-		retry, err := f.scan.ScanPaths(ctx, []string{rel})
+		var retry []string
+		if cs, ok := f.scan.(CompleteScanner); ok {
+			retry, err = cs.ScanPathsDone(ctx, []string{rel})
+		} else {
+			retry, err = f.scan.ScanPaths(ctx, []string{rel})
+		}
 		f.scanMu.Unlock()
 		if err != nil {
 			return 0, err
 		}
 		f.local.Notify()
+		// The watcher's batch may record it first (a file its writer is
+		// done with is recorded at once): wake when the index grows.
+		grown := f.local.C()
 		if len(retry) == 0 {
 			if settled++; settled > 3 {
 				return 0, fmt.Errorf("%w: %s could not be recorded in folder %s", control.ErrBadRequest, rel, f.id)
@@ -198,6 +207,7 @@ func (f *Folder) currentSequence(ctx context.Context, rel string) (uint64, error
 			select {
 			case <-ctx.Done():
 				return 0, fmt.Errorf("%s is still changing", rel)
+			case <-grown:
 			case <-time.After(10 * time.Millisecond):
 			}
 		}

@@ -261,6 +261,23 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths []string) (Result, error)
 // finds its mtime old enough; it is also returned in Result.Retry so that
 // this happens soon.
 func (s *Scanner) ScanPathsComplete(ctx context.Context, paths []string, complete []bool) (Result, error) {
+	return s.scanPaths(ctx, paths, complete, false)
+}
+
+// ScanPathsDone is ScanPathsComplete for files whose writer has said
+// itself that it is done with them (an upload handler calling `lockstep
+// wait`): they are recorded now even if the watcher has not yet read the
+// events of their last change, which would otherwise hold them back for a
+// timestamp tick.
+func (s *Scanner) ScanPathsDone(ctx context.Context, paths []string) (Result, error) {
+	complete := make([]bool, len(paths))
+	for i := range complete {
+		complete[i] = true
+	}
+	return s.scanPaths(ctx, paths, complete, true)
+}
+
+func (s *Scanner) scanPaths(ctx context.Context, paths []string, complete []bool, asserted bool) (Result, error) {
 	s.scanMu.Lock()
 	defer s.scanMu.Unlock()
 	var seeds []string
@@ -292,7 +309,7 @@ func (s *Scanner) ScanPathsComplete(ctx context.Context, paths []string, complet
 		return Result{}, err
 	}
 	defer r.close()
-	r.complete = done
+	r.complete, r.asserted = done, asserted
 	items := make([]item, len(seeds))
 	for i, p := range seeds {
 		items[i] = item{rel: p}

@@ -978,3 +978,26 @@ func TestWritingFileLeftAlone(t *testing.T) {
 		t.Errorf("upload.bin recorded at size %d while open", got.Size)
 	}
 }
+
+// TestScanPathsDoneOverridesWriting: a file whose writer said it is done
+// (through `lockstep wait`) is recorded though the watcher still counts it
+// as being written, and though its mtime is racy; ScanPaths leaves it.
+func TestScanPathsDoneOverridesWriting(t *testing.T) {
+	now := time.Now()
+	e := newEnv(t, func(c *Config) {
+		c.Writing = func(string, time.Time) bool { return true }
+		c.Now = func() time.Time { return now }
+	})
+	e.write(map[string]string{"upload.jpg": "image"})
+	chtimes(t, e.dir, "upload.jpg", now.Add(-time.Millisecond))
+	e.scanPaths("upload.jpg")
+	checkState(t, e, map[string]string{})
+	res, err := e.s.ScanPathsDone(context.Background(), []string{"upload.jpg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkState(t, e, map[string]string{"upload.jpg": "file@1"})
+	if !slices.Contains(res.Retry, "upload.jpg") {
+		t.Errorf("retry %v: a file recorded with a racy mtime must be read again later", res.Retry)
+	}
+}

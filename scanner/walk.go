@@ -67,6 +67,9 @@ type run struct {
 	// complete holds the files (relative paths) that their writer is
 	// known to be done with; nil for none.
 	complete map[string]bool
+	// asserted: the complete files' writer said so itself; the watcher's
+	// view of open files is not consulted for them.
+	asserted bool
 
 	q       queue
 	hashCh  chan hashJob
@@ -402,7 +405,7 @@ func (r *run) entry(ctx context.Context, dirfd int, prefix, name string, old *in
 			r.emit(ctx, change{rec: record(rel, st, chunker.Manifest{}, target), old: old, act: act})
 		}
 	case hash:
-		if w := r.s.cfg.Writing; w != nil && w(rel, time.Unix(0, st.ctime)) {
+		if w := r.s.cfg.Writing; w != nil && !(r.asserted && r.complete[rel]) && w(rel, time.Unix(0, st.ctime)) {
 			r.retryLater(rel) // its close reports it again
 			return
 		}
