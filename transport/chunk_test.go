@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"strings"
 	"sync"
@@ -366,6 +367,49 @@ func TestRequestStreamReuse(t *testing.T) {
 	mustf(t, <-errc, "request after the cancellation")
 	if ca.Err() != nil {
 		t.Fatalf("connection closed: %v", ca.Err())
+	}
+}
+
+// TestServeRequestStream: a server answers the requests on one stream in
+// order, and ends its side once the requester has ended its own.
+func TestServeRequestStream(t *testing.T) {
+	checkGoroutines(t)
+	one, two := randomChunk(3000), textChunk(5000, 4)
+	ida, idb := newIdentity(t, "a"), newIdentity(t, "b")
+	b := startNode(t, idb, "127.0.0.1:0", []Peer{{ID: ida.ID, Name: "a"}}, withChunks(newChunkStore(one, two)))
+	tr, err := New(Config{Identity: ida, Handler: func(context.Context, *Conn) {}})
+	mustf(t, err, "new")
+	var presented identity.NodeID
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, b.tr.Addr().String(), tr.clientTLS(b.peer("b"), &presented), tr.quicConfig())
+	mustf(t, err, "dial")
+	defer qc.CloseWithError(0, "")
+	b.nextConn(t)
+	s, err := qc.OpenStreamSync(ctx)
+	mustf(t, err, "open")
+	s.SetDeadline(time.Now().Add(10 * time.Second))
+	r := protocol.NewReader(s, 0)
+	for i, want := range [][]byte{one, two, textChunk(100, 9)} {
+		rq := req(want)
+		rq.ID = uint64(10 + i)
+		mustf(t, protocol.NewWriter(s).WriteMessage(&rq), "write request %d", i)
+		m, err := r.ReadMessage()
+		mustf(t, err, "read response %d", i)
+		resp, ok := m.(*protocol.ChunkResponse)
+		if !ok || resp.ID != rq.ID || resp.Hash != rq.Hash {
+			t.Fatalf("response %d: %+v, want an answer to request %d", i, m, rq.ID)
+		}
+		if i < 2 && (resp.Code != protocol.CodeOK || !bytes.Equal(resp.Data, want)) {
+			t.Fatalf("response %d: code %v, %d bytes; want the chunk", i, resp.Code, len(resp.Data))
+		}
+		if i == 2 && resp.Code != protocol.CodeNotFound {
+			t.Fatalf("response for a missing chunk: code %v, want not found", resp.Code)
+		}
+	}
+	mustf(t, s.Close(), "close")
+	if _, err := r.ReadMessage(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the requester ended the stream: %v, want the server's end of stream", err)
 	}
 }
 
