@@ -77,8 +77,11 @@ func (c *Conn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, 
 	reuse := false
 	defer func() {
 		if stop() && reuse {
-			c.idle <- s // never blocks: at most MaxInFlight streams exist
-			return
+			select {
+			case c.idle <- s: // room: at most MaxInFlight streams exist
+				return
+			default:
+			}
 		}
 		c.discardStream(s)
 	}()
