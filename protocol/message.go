@@ -12,10 +12,15 @@ import (
 // Version is the protocol version this package speaks. It is carried in
 // the TLS ALPN name, so nodes of different versions fail the handshake with
 // a clear reason instead of misparsing each other, and again in Hello.
-const Version = 1
+//
+// Version 2 keeps version 1's frames and changes how request streams are
+// used: a stream carries a sequence of ChunkRequests, each sent once the
+// previous one's ChunkResponse has arrived and answered in order, instead
+// of one request per stream.
+const Version = 2
 
 // ALPN is the TLS application protocol name for Version.
-const ALPN = "lockstep/1"
+const ALPN = "lockstep/2"
 
 // Limits enforced on both encode and decode.
 const (

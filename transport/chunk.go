@@ -66,44 +66,41 @@ func (c *Conn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, 
 
 	ctx, cancel := context.WithTimeoutCause(ctx, c.t.cfg.RequestTimeout, protocol.ErrTimeout)
 	defer cancel()
-	s, err := c.qc.OpenStreamSync(ctx)
+	s, err := c.requestStream(ctx)
 	if err != nil {
 		return fail(c.streamError(ctx, err))
 	}
 	// Ending ctx cancels both directions, which unblocks Read and Write
-	// and returns the stream's credit to the peer.
-	stop := context.AfterFunc(ctx, func() {
-		s.CancelRead(quic.StreamErrorCode(protocol.CodeCanceled))
-		s.CancelWrite(quic.StreamErrorCode(protocol.CodeCanceled))
-	})
-	defer stop()
+	// and returns the stream's credit to the peer. A stream is reused only
+	// when its response was read whole and ctx did not end meanwhile.
+	stop := context.AfterFunc(ctx, func() { cancelStream(s) })
+	reuse := false
+	defer func() {
+		if stop() && reuse {
+			select {
+			case c.idle <- s: // room: at most MaxInFlight streams exist
+				return
+			default:
+			}
+		}
+		c.discardStream(s)
+	}()
 
 	req.ID = c.nextID.Add(1)
 	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
 	if err := w.WriteMessage(&req); err != nil {
-		s.CancelRead(quic.StreamErrorCode(protocol.CodeCanceled))
-		s.CancelWrite(quic.StreamErrorCode(protocol.CodeCanceled))
 		return fail(c.streamError(ctx, err))
 	}
 	c.stats.sentRaw.Add(uint64(w.BytesWritten()))
-	s.Close()
 
 	r := protocol.NewReader(countingReader{s, &c.stats.received, nil}, maxResponseHead+int(req.Length))
 	var inflated uint64 // what decompression added to the bytes read
 	defer func() { c.stats.receivedRaw.Add(uint64(r.BytesRead()) + inflated) }()
 	m, err := r.ReadMessageInto(buf)
-	if err == nil {
-		// The stream must end after the response; reading its end also
-		// completes the stream so its credit returns.
-		if _, eerr := r.ReadMessage(); !errors.Is(eerr, io.EOF) {
-			err = fmt.Errorf("data after the response: %w", protocol.ErrProtocol)
-			if eerr != nil && !errors.Is(eerr, protocol.ErrProtocol) && !errors.Is(eerr, protocol.ErrTooLarge) {
-				err = eerr
-			}
-		}
-	}
 	if err != nil {
-		s.CancelRead(quic.StreamErrorCode(protocol.CodeCanceled))
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("stream ended before the response: %w", protocol.ErrProtocol)
+		}
 		err = c.streamError(ctx, err)
 		if errors.Is(err, protocol.ErrProtocol) || errors.Is(err, protocol.ErrTooLarge) {
 			c.protocolError(fmt.Errorf("chunk response from %s: %w", c.peer.Name, err))
@@ -116,6 +113,9 @@ func (c *Conn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, 
 		c.protocolError(fmt.Errorf("chunk response from %s: %w", c.peer.Name, err))
 		return fail(err)
 	}
+	// The response was read whole: the stream is ready for the next
+	// request, whatever the response says.
+	reuse = true
 	if resp.Code != protocol.CodeOK {
 		return fail(protocol.Error{Code: resp.Code})
 	}
@@ -169,8 +169,54 @@ func (c *Conn) streamError(ctx context.Context, err error) error {
 	return err
 }
 
-// acceptStreams serves the peer's chunk requests, one goroutine per stream.
-// QUIC's stream limit (Config.MaxServing) bounds how many run at once.
+// requestStream returns a request stream for one request: an idle one, or
+// a new one. Streams are kept for the next request instead of being
+// closed, which saves opening, accepting and closing a stream per chunk.
+// At most MaxInFlight streams exist (every one is either idle or carries
+// one of the requests in flight, and a new one is opened only when none
+// is idle). A peer that allows fewer has every stream busy when the limit
+// is reached: wait for one to become idle, or for a cancelled one to free
+// its slot.
+func (c *Conn) requestStream(ctx context.Context) (*quic.Stream, error) {
+	select {
+	case s := <-c.idle:
+		return s, nil
+	default:
+	}
+	s, err := c.qc.OpenStream()
+	if err == nil || !errors.As(err, new(*quic.StreamLimitReachedError)) {
+		return s, err
+	}
+	select {
+	case s := <-c.idle:
+		return s, nil
+	case <-c.freed:
+		return c.qc.OpenStreamSync(ctx)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.ctx.Done():
+		return nil, c.Err()
+	}
+}
+
+// discardStream cancels a request stream that cannot carry another
+// request, returning its credit to the peer.
+func (c *Conn) discardStream(s *quic.Stream) {
+	cancelStream(s)
+	select {
+	case c.freed <- struct{}{}:
+	default:
+	}
+}
+
+func cancelStream(s *quic.Stream) {
+	s.CancelRead(quic.StreamErrorCode(protocol.CodeCanceled))
+	s.CancelWrite(quic.StreamErrorCode(protocol.CodeCanceled))
+}
+
+// acceptStreams serves the peer's request streams, one goroutine per
+// stream. QUIC's stream limit (Config.MaxServing) bounds how many run at
+// once.
 func (c *Conn) acceptStreams() {
 	for {
 		s, err := c.qc.AcceptStream(c.ctx)
@@ -181,36 +227,63 @@ func (c *Conn) acceptStreams() {
 	}
 }
 
-// serve answers the one request on s.
+// responseUrgency is quic-go's default urgency (RFC 9218): chunk data
+// shares the link with the control stream as before.
+const responseUrgency = 3
+
+// serve answers the requests on s, one at a time and in order, until the
+// requester ends the stream (or cancels it, or the connection closes).
 func (c *Conn) serve(s *quic.Stream) {
-	deadline := time.Now().Add(c.t.cfg.RequestTimeout)
-	s.SetDeadline(deadline)
 	abort := func(code protocol.Code) {
 		s.CancelRead(quic.StreamErrorCode(code))
 		s.CancelWrite(quic.StreamErrorCode(code))
 	}
+	// Responses go out one after another rather than interleaved packet
+	// by packet: each arrives whole sooner and its reader wakes once
+	// instead of once per packet, for the same total rate.
+	s.SetPriority(responseUrgency, false)
 	r := protocol.NewReader(countingReader{s, &c.stats.received, &c.stats.receivedRaw}, maxRequestFrame)
-	m, err := r.ReadMessage()
-	if err == nil {
-		if _, eerr := r.ReadMessage(); !errors.Is(eerr, io.EOF) {
-			err = fmt.Errorf("more after the request: %w", protocol.ErrProtocol)
-			if eerr != nil && !errors.Is(eerr, protocol.ErrProtocol) && !errors.Is(eerr, protocol.ErrTooLarge) {
-				err = eerr
+	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
+	for {
+		// An idle stream waits for its next request without a deadline:
+		// the peer's stream limit (MaxServing) bounds how many wait.
+		m, err := r.ReadMessage()
+		if errors.Is(err, io.EOF) {
+			s.Close() // the requester is done with the stream
+			return
+		}
+		if err != nil && c.ctx.Err() != nil {
+			abort(protocol.CodeCanceled)
+			return
+		}
+		var se *quic.StreamError
+		if errors.As(err, &se) {
+			abort(protocol.CodeCanceled) // the requester cancelled the stream
+			return
+		}
+		req, ok := m.(*protocol.ChunkRequest)
+		if err == nil && !ok {
+			err = fmt.Errorf("%s on a request stream: %w", m.Type(), protocol.ErrProtocol)
+		}
+		if err != nil {
+			abort(protocol.CodeProtocol)
+			if errors.Is(err, protocol.ErrProtocol) || errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrVersion) {
+				c.protocolError(fmt.Errorf("chunk request from %s: %w", c.peer.Name, err))
 			}
+			return
+		}
+		if !c.serveOne(s, w, req) {
+			abort(protocol.CodeCanceled)
+			return
 		}
 	}
-	req, ok := m.(*protocol.ChunkRequest)
-	if err == nil && !ok {
-		err = fmt.Errorf("%s on a request stream: %w", m.Type(), protocol.ErrProtocol)
-	}
-	if err != nil {
-		abort(protocol.CodeProtocol)
-		if errors.Is(err, protocol.ErrProtocol) || errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrVersion) {
-			c.protocolError(fmt.Errorf("chunk request from %s: %w", c.peer.Name, err))
-		}
-		return
-	}
+}
 
+// serveOne answers req on s; false means the response could not be
+// written and the stream is unusable.
+func (c *Conn) serveOne(s *quic.Stream, w *protocol.Writer, req *protocol.ChunkRequest) bool {
+	deadline := time.Now().Add(c.t.cfg.RequestTimeout)
+	s.SetWriteDeadline(deadline)
 	ctx, cancel := context.WithDeadline(c.ctx, deadline)
 	defer cancel()
 	// The requester giving up (STOP_SENDING) cancels the work.
@@ -218,6 +291,7 @@ func (c *Conn) serve(s *quic.Stream) {
 	defer stop()
 	resp := protocol.ChunkResponse{ID: req.ID, Hash: req.Hash}
 	var data []byte
+	var err error
 	if c.t.cfg.Chunks == nil {
 		err = protocol.ErrNotFound
 	} else {
@@ -251,19 +325,17 @@ func (c *Conn) serve(s *quic.Stream) {
 			resp.Data, resp.Compressed = *z, true
 		}
 	}
-	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
-	var inflated uint64 // what compression saved on the bytes written
-	defer func() { c.stats.sentRaw.Add(uint64(w.BytesWritten()) + inflated) }()
-	if err := w.WriteMessage(&resp); err != nil {
-		abort(protocol.CodeCanceled)
-		return
+	before := w.BytesWritten()
+	err = w.WriteMessage(&resp)
+	written := uint64(w.BytesWritten() - before)
+	if err != nil {
+		c.stats.sentRaw.Add(written)
+		return false
 	}
-	if err := s.Close(); err != nil {
-		return
-	}
-	inflated = uint64(len(data) - len(resp.Data))
+	c.stats.sentRaw.Add(written + uint64(len(data)-len(resp.Data)))
 	if resp.Code == protocol.CodeOK {
 		c.stats.chunksSent.Add(1)
 		c.stats.chunkBytesSent.Add(uint64(len(data)))
 	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"strings"
 	"sync"
@@ -238,15 +239,21 @@ func (rp *rawPeer) accept(t *testing.T) *quic.Conn {
 	return qc
 }
 
-// acceptRequest takes the next chunk request stream.
+// acceptRequest takes the next chunk request stream and its first request.
 func (rp *rawPeer) acceptRequest(t *testing.T, qc *quic.Conn) (*quic.Stream, protocol.ChunkRequest) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := qc.AcceptStream(ctx)
 	mustf(t, err, "accept stream")
+	return s, nextRequest(t, s)
+}
+
+// nextRequest reads the next request on a request stream.
+func nextRequest(t *testing.T, s *quic.Stream) protocol.ChunkRequest {
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
 	m, err := protocol.NewReader(s, 0).ReadMessage()
 	mustf(t, err, "read request")
-	return s, *m.(*protocol.ChunkRequest)
+	return *m.(*protocol.ChunkRequest)
 }
 
 func TestDecompressionBombRejected(t *testing.T) {
@@ -272,18 +279,17 @@ func TestDecompressionBombRejected(t *testing.T) {
 	s, r := rp.acceptRequest(t, qc)
 	w := protocol.NewWriter(s)
 	mustf(t, w.WriteMessage(&protocol.ChunkResponse{ID: r.ID, Hash: r.Hash, Compressed: true, Data: bomb}), "write bomb")
-	s.Close()
 	if err := <-errc; !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("decompression bomb: %v, want ErrCorrupt", err)
 	}
-	// A response longer than the chunk can be is a protocol violation.
+	// The response was whole, so the stream carries the next request. A
+	// response longer than the chunk can be is a protocol violation.
 	go func() {
 		_, err := ca.RequestChunk(context.Background(), req(want))
 		errc <- err
 	}()
-	s, r = rp.acceptRequest(t, qc)
+	r = nextRequest(t, s)
 	protocol.NewWriter(s).WriteMessage(&protocol.ChunkResponse{ID: r.ID, Hash: r.Hash, Data: make([]byte, len(want)+100)})
-	s.Close()
 	if err := <-errc; !errors.Is(err, protocol.ErrTooLarge) {
 		t.Fatalf("oversized response: %v, want ErrTooLarge", err)
 	}
@@ -291,6 +297,119 @@ func TestDecompressionBombRejected(t *testing.T) {
 	case <-ca.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("an oversized response did not close the connection")
+	}
+}
+
+// TestRequestStreamReuse: a request stream whose response was read whole
+// carries the next request, also after an error code; a request given up
+// cancels its stream (the server sees a reset, not a stream left open) and
+// the next request opens a new one.
+func TestRequestStreamReuse(t *testing.T) {
+	checkGoroutines(t)
+	ida := newIdentity(t, "a")
+	rp := startRawPeer(t, ida.ID)
+	a := startNode(t, ida, "127.0.0.1:0", []Peer{{ID: rp.id.ID, Name: "raw", Address: rp.addr}})
+	qc := rp.accept(t)
+	ca := a.nextConn(t)
+	data := randomChunk(1000)
+	errc := make(chan error, 1)
+	fetch := func(ctx context.Context) {
+		go func() {
+			got, err := ca.RequestChunk(ctx, req(data))
+			if err == nil && !bytes.Equal(got, data) {
+				err = errors.New("received data differs")
+			}
+			errc <- err
+		}()
+	}
+	answer := func(s *quic.Stream, r protocol.ChunkRequest, code protocol.Code) {
+		resp := &protocol.ChunkResponse{ID: r.ID, Hash: r.Hash, Code: code}
+		if code == protocol.CodeOK {
+			resp.Data = data
+		}
+		mustf(t, protocol.NewWriter(s).WriteMessage(resp), "write response")
+	}
+
+	fetch(context.Background())
+	s, r := rp.acceptRequest(t, qc)
+	answer(s, r, protocol.CodeOK)
+	mustf(t, <-errc, "first request")
+	fetch(context.Background())
+	r = nextRequest(t, s)
+	answer(s, r, protocol.CodeNotFound)
+	if err := <-errc; !errors.Is(err, protocol.ErrNotFound) {
+		t.Fatalf("second request: %v, want not found", err)
+	}
+	fetch(context.Background())
+	r = nextRequest(t, s)
+	answer(s, r, protocol.CodeOK)
+	mustf(t, <-errc, "third request, on the same stream")
+
+	// Given up while waiting for its response: the stream is reset.
+	ctx, cancel := context.WithCancel(context.Background())
+	fetch(ctx)
+	nextRequest(t, s)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request: %v", err)
+	}
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var se *quic.StreamError
+	if _, err := s.Read(make([]byte, 1)); !errors.As(err, &se) || protocol.Code(se.ErrorCode) != protocol.CodeCanceled {
+		t.Fatalf("read on the abandoned stream: %v, want a reset with CodeCanceled", err)
+	}
+	fetch(context.Background())
+	s2, r := rp.acceptRequest(t, qc)
+	if s2.StreamID() == s.StreamID() {
+		t.Fatal("the abandoned stream was used again")
+	}
+	answer(s2, r, protocol.CodeOK)
+	mustf(t, <-errc, "request after the cancellation")
+	if ca.Err() != nil {
+		t.Fatalf("connection closed: %v", ca.Err())
+	}
+}
+
+// TestServeRequestStream: a server answers the requests on one stream in
+// order, and ends its side once the requester has ended its own.
+func TestServeRequestStream(t *testing.T) {
+	checkGoroutines(t)
+	one, two := randomChunk(3000), textChunk(5000, 4)
+	ida, idb := newIdentity(t, "a"), newIdentity(t, "b")
+	b := startNode(t, idb, "127.0.0.1:0", []Peer{{ID: ida.ID, Name: "a"}}, withChunks(newChunkStore(one, two)))
+	tr, err := New(Config{Identity: ida, Handler: func(context.Context, *Conn) {}})
+	mustf(t, err, "new")
+	var presented identity.NodeID
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, b.tr.Addr().String(), tr.clientTLS(b.peer("b"), &presented), tr.quicConfig())
+	mustf(t, err, "dial")
+	defer qc.CloseWithError(0, "")
+	b.nextConn(t)
+	s, err := qc.OpenStreamSync(ctx)
+	mustf(t, err, "open")
+	s.SetDeadline(time.Now().Add(10 * time.Second))
+	r := protocol.NewReader(s, 0)
+	for i, want := range [][]byte{one, two, textChunk(100, 9)} {
+		rq := req(want)
+		rq.ID = uint64(10 + i)
+		mustf(t, protocol.NewWriter(s).WriteMessage(&rq), "write request %d", i)
+		m, err := r.ReadMessage()
+		mustf(t, err, "read response %d", i)
+		resp, ok := m.(*protocol.ChunkResponse)
+		if !ok || resp.ID != rq.ID || resp.Hash != rq.Hash {
+			t.Fatalf("response %d: %+v, want an answer to request %d", i, m, rq.ID)
+		}
+		if i < 2 && (resp.Code != protocol.CodeOK || !bytes.Equal(resp.Data, want)) {
+			t.Fatalf("response %d: code %v, %d bytes; want the chunk", i, resp.Code, len(resp.Data))
+		}
+		if i == 2 && resp.Code != protocol.CodeNotFound {
+			t.Fatalf("response for a missing chunk: code %v, want not found", resp.Code)
+		}
+	}
+	mustf(t, s.Close(), "close")
+	if _, err := r.ReadMessage(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the requester ended the stream: %v, want the server's end of stream", err)
 	}
 }
 

@@ -47,7 +47,9 @@ type Conn struct {
 	pongq chan uint64  // Pong nonces to answer with, ahead of sendq
 	recvq chan protocol.Message
 
-	inflight chan struct{} // one token per chunk request in flight
+	inflight chan struct{}     // one token per chunk request in flight
+	idle     chan *quic.Stream // request streams open and free for the next request
+	freed    chan struct{}     // a request stream was cancelled: its slot frees up
 	nextID   atomic.Uint64
 	stats    counters
 	comp     compressor
@@ -69,6 +71,8 @@ func newConn(t *Transport, p Peer, qc *quic.Conn, ctrl *quic.ReceiveStream, dial
 		pongq:    make(chan uint64, 4),
 		recvq:    make(chan protocol.Message, recvQueueLen),
 		inflight: make(chan struct{}, t.cfg.MaxInFlight),
+		idle:     make(chan *quic.Stream, t.cfg.MaxInFlight),
+		freed:    make(chan struct{}, 1),
 		pings:    make(map[uint64]chan struct{}),
 	}
 }

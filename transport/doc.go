@@ -9,8 +9,15 @@
 //
 // On a connection, each side opens one unidirectional control stream and
 // sends its control messages (Hello, IndexUpdate, Confirm, Error) there, in
-// order. Every chunk request travels on a bidirectional stream of its own,
-// so a slow chunk never holds up the control stream or other chunks.
+// order. Chunk requests travel on bidirectional request streams, one
+// request at a time per stream, so a slow chunk never holds up the control
+// stream or other chunks. A request stream answers its requests in order
+// and is kept for the next request once a response has been read whole
+// (protocol version 2; version 1 opened a stream per request), which saves
+// opening, accepting and closing a stream per chunk. A requester has at
+// most as many request streams as requests in flight, and cancels a
+// stream whose request it gives up; a server serves each stream until the
+// requester ends or cancels it.
 //
 // Invariants:
 //   - A connection exists only with a pinned peer: the listener accepts only
@@ -26,7 +33,8 @@
 //     messages and incoming ones wait in small bounded queues that push back
 //     through QUIC flow control; chunk requests in flight and served are
 //     capped per connection; every request has a deadline; every stream is
-//     read to its end or cancelled, so stream credit always returns.
+//     read to its end or cancelled, so stream credit always returns (a
+//     request stream kept for reuse counts against the same caps).
 //   - Received chunk data is accepted only when it has the requested length
 //     and BLAKE3 hash; compressed data is decompressed into at most the
 //     requested length.

@@ -175,13 +175,13 @@ func TestVersionMismatch(t *testing.T) {
 	b := startNode(t, idb, "127.0.0.1:0", []Peer{{ID: ida.ID, Name: "a"}})
 	tr, err := New(Config{Identity: ida, Handler: func(context.Context, *Conn) {}, Peers: []Peer{b.peer("b")}})
 	mustf(t, err, "new")
-	tr.alpn = "lockstep/2"
+	tr.alpn = "lockstep/1" // the previous version: one stream per chunk request
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	qt := &quic.Transport{Conn: listenUDP(t)}
 	defer qt.Close()
 	err = tr.dial(ctx, qt, tr.lookup(b.id.ID))
-	if !errors.Is(err, protocol.ErrVersion) || !strings.Contains(err.Error(), "does not speak lockstep/2") {
+	if !errors.Is(err, protocol.ErrVersion) || !strings.Contains(err.Error(), "does not speak lockstep/1") {
 		t.Fatalf("dial with another protocol version: %v, want a version error", err)
 	}
 	eventually(t, 5*time.Second, "mismatch logged by b", func() bool { return len(b.logs.lines("version mismatch")) == 1 })
