@@ -122,8 +122,14 @@ func TestPartitionMinorityConvergesAfterHeal(t *testing.T) {
 	if _, err := n3.lockstep("wait", "--timeout", "2s", minority); err == nil {
 		t.Fatal("wait on the cut-off minority succeeded")
 	}
-	writeAtomic(t, filepath.Join(n1.folders["uploads"], "shared.txt"), []byte("edited by the majority"), 0o644)
-	time.Sleep(20 * time.Millisecond)
+	sharedOn1 := filepath.Join(n1.folders["uploads"], "shared.txt")
+	writeAtomic(t, sharedOn1, []byte("edited by the majority"), 0o644)
+	// Recorded (and committed) on the majority before the minority's edit,
+	// so the minority's clock stamp is the later one whatever the load.
+	if _, err := n1.lockstep("wait", "--timeout", "20s", sharedOn1); err != nil {
+		t.Fatalf("wait for the majority's edit: %v", err)
+	}
+	time.Sleep(5 * time.Millisecond)
 	writeAtomic(t, filepath.Join(n3.folders["uploads"], "shared.txt"), []byte("edited by the minority, later"), 0o644)
 	st, err := n3.status()
 	if err != nil {
