@@ -2,4 +2,12 @@
 // runs real daemons on 127.0.0.1 in temporary directories, and drives them
 // only through the command line, configuration files and the status JSON —
 // the same surface a sysadmin and their scripts have.
+//
+// Environment:
+//
+//	LOCKSTEP_E2E_NORACE=1      build the daemon without -race (benchmarks need it)
+//	LOCKSTEP_E2E_BINARY=PATH   use a binary built elsewhere instead of building
+//	                           one (to compare two builds in one session)
+//	LOCKSTEP_BENCH_SCALE=small shrink the end-to-end benchmarks
+//	LOCKSTEP_QUORUM_SAMPLES=N  writes timed by the quorum wait benchmark
 package e2e
