@@ -161,7 +161,7 @@ func (l *loop) run(ctx context.Context) error {
 				continue
 			}
 			if rc.Settle > 0 && rc.Settle != l.w.opts.Settle {
-				l.w.opts.Settle, l.w.opts.Prompt = rc.Settle, rc.Settle/5
+				l.w.opts.Settle, l.w.opts.Prompt = rc.Settle, defaultPrompt(rc.Settle)
 				l.s.setDelays(l.w.opts.Settle, l.w.opts.Prompt)
 				armed = time.Time{} // re-arm the settle timer on the new delays
 			}

@@ -151,8 +151,8 @@ func TestRunRenameIntoPlaceIsPrompt(t *testing.T) {
 		r.send(t, fsnotify.Rename, ".lockstep-tmp-1")
 		r.send(t, fsnotify.Create, "index.html")
 		b, took := recv(t, r.out)
-		if !slices.Equal(b.Paths, []string{"index.html"}) || took != 10*time.Millisecond {
-			t.Fatalf("batch %+v after %v, want [index.html] after the prompt time 10ms", b, took)
+		if want := defaultPrompt(DefaultSettle); !slices.Equal(b.Paths, []string{"index.html"}) || took != want {
+			t.Fatalf("batch %+v after %v, want [index.html] after the prompt time %v", b, took, want)
 		}
 
 		// A file created in place, empty until its writer gets going, then
@@ -668,7 +668,7 @@ func TestNewOptions(t *testing.T) {
 		t.Fatalf("root %q is not absolute", w.Root())
 	}
 	o := w.opts
-	if o.Prompt != 40*time.Millisecond || o.RescanInterval != time.Hour || o.PollInterval != 10*time.Second ||
+	if o.Prompt != 20*time.Millisecond || o.RescanInterval != time.Hour || o.PollInterval != 10*time.Second ||
 		o.MaxPending != 100_000 || o.MaxBatch != 1000 {
 		t.Fatalf("defaults %+v", o)
 	}

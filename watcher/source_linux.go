@@ -296,3 +296,14 @@ func cString(b []byte) string {
 	}
 	return string(b)
 }
+
+// timestampTick is the resolution of the coarse real-time clock that file
+// systems stamp ctime with (one jiffy), bounded to [1ms, 10ms] and 10ms
+// when it cannot be read.
+func timestampTick() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGetres(unix.CLOCK_REALTIME_COARSE, &ts); err != nil {
+		return maxTimeTick
+	}
+	return min(max(time.Duration(ts.Nano()), time.Millisecond), maxTimeTick)
+}

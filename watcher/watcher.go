@@ -30,7 +30,8 @@ type Options struct {
 	// Prompt is how long a path must stay quiet after an event that by
 	// itself leaves nothing half written: a file created or renamed into
 	// place, a removal, a change of attributes. A write after such an event
-	// puts the path back on the Settle clock. Default Settle/5; at most
+	// puts the path back on the Settle clock. Default Settle/10, but more
+	// than the file system's timestamp tick (5ms with 50ms and HZ=250); at most
 	// Settle.
 	Prompt time.Duration
 	// RescanInterval is the period of the safety rescan that catches what
@@ -150,7 +151,7 @@ type Watcher struct {
 
 // Reconfig is what Reconfigure changes in a watcher.
 type Reconfig struct {
-	// Settle replaces Options.Settle (and Prompt becomes Settle/5); 0
+	// Settle replaces Options.Settle (and Prompt its default); 0
 	// keeps it.
 	Settle time.Duration
 	// RescanInterval replaces Options.RescanInterval; 0 keeps it and a
@@ -207,7 +208,7 @@ func New(root string, opts Options) (*Watcher, error) {
 		opts.Settle = DefaultSettle
 	}
 	if opts.Prompt == 0 {
-		opts.Prompt = opts.Settle / 5
+		opts.Prompt = defaultPrompt(opts.Settle)
 	}
 	opts.Prompt = min(opts.Prompt, opts.Settle)
 	if opts.RescanInterval == 0 {
@@ -305,8 +306,19 @@ type view struct {
 }
 
 // timeTick is the coarsest tick of file timestamps: a ctime may be this
-// much earlier than the change that set it.
-const timeTick = 10 * time.Millisecond
+// much earlier than the change that set it. File systems stamp with the
+// kernel's coarse clock, whose resolution is one jiffy (4 ms at HZ=250).
+var timeTick = timestampTick()
+
+// maxTimeTick is used where the coarse clock's resolution is unknown.
+const maxTimeTick = 10 * time.Millisecond
+
+// defaultPrompt is the prompt time for a settle time: a tenth of it, but
+// longer than a timestamp tick, so that by the time a path is reported the
+// scanner can tell that every event of its last change has been read.
+func defaultPrompt(settle time.Duration) time.Duration {
+	return min(max(settle/10, timeTick+time.Millisecond), settle)
+}
 
 // caughtUp reports whether every event of a change whose ctime is changed
 // has been applied by the loop.

@@ -176,6 +176,8 @@ func (s *syncStub) Sync() (time.Time, uint64, bool) {
 }
 
 func TestViewCaughtUp(t *testing.T) {
+	defer func(old time.Duration) { timeTick = old }(timeTick)
+	timeTick = 10 * time.Millisecond // the cases are written for a 10 ms tick
 	tests := []struct {
 		name     string
 		synced   int // ms after t0 already known; 0: none
@@ -219,5 +221,20 @@ func TestViewCaughtUp(t *testing.T) {
 				t.Errorf("synced %v, want %v", time.Duration(got-t0.UnixNano()), time.Duration(want-t0.UnixNano()))
 			}
 		})
+	}
+}
+
+func TestDefaultPrompt(t *testing.T) {
+	defer func(old time.Duration) { timeTick = old }(timeTick)
+	for _, tc := range []struct{ tick, settle, want time.Duration }{
+		{4 * time.Millisecond, 50 * time.Millisecond, 5 * time.Millisecond},
+		{10 * time.Millisecond, 50 * time.Millisecond, 11 * time.Millisecond},
+		{4 * time.Millisecond, 200 * time.Millisecond, 20 * time.Millisecond},
+		{4 * time.Millisecond, 3 * time.Millisecond, 3 * time.Millisecond}, // never above settle
+	} {
+		timeTick = tc.tick
+		if got := defaultPrompt(tc.settle); got != tc.want {
+			t.Errorf("defaultPrompt(%v) with a %v tick = %v, want %v", tc.settle, tc.tick, got, tc.want)
+		}
 	}
 }
