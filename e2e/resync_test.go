@@ -235,6 +235,33 @@ func TestResyncRebuilds(t *testing.T) {
 		}
 	})
 
+	t.Run("index lost, stale file, started without resync", func(t *testing.T) {
+		n2.stop()
+		removeIndex(t, n2)
+		stale := filepath.Join(n2.folders["docroot"], "pages/s2/p05.html")
+		if err := os.WriteFile(stale, []byte("a stale copy from a backup\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		hourAgo := time.Now().Add(-time.Hour)
+		if err := os.Chtimes(stale, hourAgo, hourAgo); err != nil {
+			t.Fatal(err)
+		}
+		n2.start()
+		c.waitInSync(60 * time.Second)
+		if d := diffTrees(want, snapshot(n1.folders["docroot"])); d != "" {
+			t.Fatalf("a stale file on a node with a lost index won over the cluster: %s", d)
+		}
+		kept := false
+		for _, cf := range conflictsOf(t, n2) {
+			if data, err := os.ReadFile(cf.Copy); err == nil && cf.Path == "pages/s2/p05.html" && string(data) == "a stale copy from a backup\n" {
+				kept = true
+			}
+		}
+		if !kept {
+			t.Error("node2's stale copy of pages/s2/p05.html is not in its conflict store")
+		}
+	})
+
 	t.Run("wiped node", func(t *testing.T) {
 		n3.stop()
 		removeIndex(t, n3)

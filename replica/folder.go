@@ -216,8 +216,9 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		}
 	} else if info, err := opts.Index.Info(f.id); err == nil && info.Sequence == 0 && len(opts.Peers) > 0 && !emptyDir(opts.Folder.Path) {
 		// Without an index, every file here is about to be recorded as a
-		// new local version, which beats the cluster's by its clock.
-		f.log.Warn("the index has no record of this folder but the folder holds files; if this node was rebuilt or restored from a backup, stop lockstep and run 'lockstep resync --folder "+f.id+"' so that the cluster's versions win",
+		// local version (dated by its mtime): what the cluster deleted
+		// would come back, and what only this node has would spread.
+		f.log.Warn("the index has no record of this folder but the folder holds files; if this node was rebuilt or restored from a backup, stop lockstep and run 'lockstep resync --folder "+f.id+"' so that the cluster's versions win and deleted files do not come back",
 			"path", opts.Folder.Path)
 	}
 	return f, nil

@@ -261,15 +261,23 @@ func TestFirstScan(t *testing.T) {
 	if info.Files != 4 || info.Dirs != 3 || info.Symlinks != 2 || info.Bytes != int64(len(big)+9) || info.RootDevice == 0 {
 		t.Errorf("folder info %+v", info)
 	}
-	// Stamps grow with sequences.
-	var prev conflict.Stamp
+	// The first scan of a folder the index knew nothing of dates each
+	// version by its mtime: it is what the disk held, not a new change.
+	var last conflict.Stamp
 	e.ix.Since(context.Background(), "f", 0, func(r index.Record) error {
-		if r.Stamp <= prev {
-			t.Errorf("%s: stamp %v not after %v", r.Path, r.Stamp, prev)
+		if want := conflict.MakeStamp(uint64(r.MTime/int64(time.Millisecond)), 0); r.Stamp != want {
+			t.Errorf("%s: stamp %v, want its mtime %v", r.Path, r.Stamp, want)
 		}
-		prev = r.Stamp
+		last = max(last, r.Stamp)
 		return nil
 	})
+	// Later changes are stamped by the clock, after everything before.
+	e.write(map[string]string{"later.txt": "new"})
+	chtimes(t, e.dir, "later.txt", time.Unix(0, 0).Add(time.Hour))
+	e.scan()
+	if r := e.get("later.txt"); r.Stamp <= last {
+		t.Errorf("later.txt: stamp %v not after the first scan's %v (its old mtime must not date it)", r.Stamp, last)
+	}
 }
 
 // TestRescanReadsNothing: a rescan of an unchanged folder opens no file.

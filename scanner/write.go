@@ -3,6 +3,7 @@ package scanner
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"lockstep/conflict"
 	"lockstep/index"
@@ -62,7 +63,7 @@ func (r *run) store(batch []change) {
 			continue
 		}
 		w.Record.Version = oldVersion.Update(cfg.Local)
-		w.Record.Stamp = cfg.Clock.Now(now)
+		w.Record.Stamp = r.stamp(c, now)
 		w.Record.Origin = cfg.Local
 	}
 	if err := r.s.ix.Apply(cfg.Folder, ws); err != nil {
@@ -81,6 +82,20 @@ func (r *run) store(batch []change) {
 			r.c.changed.Add(1)
 		}
 	}
+}
+
+// stamp dates a new local version. Normally that is now, from the Clock.
+// A scan of a folder the index knew nothing of (a new node, or one whose
+// index was lost) dates what it finds by the files' mtimes instead: those
+// versions are not new changes but whatever the disk held, and a stale
+// file restored from a backup must not beat the cluster's later version of
+// it by being recorded today. Identical content merges either way.
+func (r *run) stamp(c change, now time.Time) conflict.Stamp {
+	if r.before.Sequence == 0 && c.old == nil && c.rec.MTime > 0 {
+		ms := min(c.rec.MTime/int64(time.Millisecond), now.UnixMilli())
+		return conflict.MakeStamp(uint64(ms), 0)
+	}
+	return r.s.cfg.Clock.Now(now)
 }
 
 // delete records the deletions found by the walk, once the DeleteGuard
