@@ -226,6 +226,7 @@ func (s *Scanner) scanAll(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	defer r.close()
+	r.full = true
 	var rootStat unix.Stat_t
 	if err := unix.Fstat(r.rootFD, &rootStat); err != nil {
 		return Result{}, fmt.Errorf("scan %s: stat root: %w", s.cfg.Dir, err)

@@ -70,6 +70,8 @@ type run struct {
 	// asserted: the complete files' writer said so itself; the watcher's
 	// view of open files is not consulted for them.
 	asserted bool
+	// full: the run scans the whole folder.
+	full bool
 
 	q       queue
 	hashCh  chan hashJob

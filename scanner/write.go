@@ -85,13 +85,13 @@ func (r *run) store(batch []change) {
 }
 
 // stamp dates a new local version. Normally that is now, from the Clock.
-// A scan of a folder the index knew nothing of (a new node, or one whose
-// index was lost) dates what it finds by the files' mtimes instead: those
+// A full scan of a folder the index knew nothing of (a new node, or one
+// whose index was lost) dates what it finds by the files' mtimes instead: those
 // versions are not new changes but whatever the disk held, and a stale
 // file restored from a backup must not beat the cluster's later version of
 // it by being recorded today. Identical content merges either way.
 func (r *run) stamp(c change, now time.Time) conflict.Stamp {
-	if r.before.Sequence == 0 && c.old == nil && c.rec.MTime > 0 {
+	if r.full && r.before.Sequence == 0 && c.old == nil && c.rec.MTime > 0 {
 		ms := min(c.rec.MTime/int64(time.Millisecond), now.UnixMilli())
 		return conflict.MakeStamp(uint64(ms), 0)
 	}
