@@ -37,6 +37,7 @@ type testNode struct {
 	engine *Folder
 	clock  *Clock
 	served int64 // chunk bytes served to peers
+	diffs  int   // announced chunk lists sent as differences
 	// committed holds the latencies reported by Events.Committed.
 	committed []time.Duration
 	mu        sync.Mutex
@@ -165,6 +166,15 @@ type memConn struct {
 }
 
 func (c *memConn) Send(ctx context.Context, m protocol.Message) error {
+	if u, ok := m.(*protocol.IndexUpdate); ok {
+		for _, fi := range u.Files {
+			if fi.Delta != nil {
+				c.from.mu.Lock()
+				c.from.diffs++
+				c.from.mu.Unlock()
+			}
+		}
+	}
 	select {
 	case c.in <- m:
 		return nil
@@ -220,6 +230,7 @@ func link(t *testing.T, ctx context.Context, a, b *testNode) (cut func()) {
 			t.Error(err)
 			return
 		}
+		sess.SendChunkDeltas()
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
@@ -236,7 +247,9 @@ func link(t *testing.T, ctx context.Context, a, b *testNode) (cut func()) {
 				case m := <-in:
 					switch m := m.(type) {
 					case *protocol.IndexUpdate:
-						self.engine.HandleIndex(ctx, other.id, m)
+						if err := sess.HandleIndex(ctx, m); err != nil && ctx.Err() == nil {
+							t.Error(err)
+						}
 					case *protocol.Confirm:
 						self.engine.HandleConfirm(other.id, m)
 					}
@@ -336,6 +349,13 @@ func TestReplicatesCreateModifyDelete(t *testing.T) {
 	a.mu.Unlock()
 	if sent > 40<<10 {
 		t.Fatalf("a small edit sent %d bytes of chunks, want at most a couple of chunks", sent)
+	}
+	// And its chunk list went as a difference from the first version's.
+	a.mu.Lock()
+	diffs := a.diffs
+	a.mu.Unlock()
+	if diffs == 0 {
+		t.Fatal("the edit's chunk list was sent in full, want a difference")
 	}
 
 	// Deleting on b reaches a. (Wait for b to have recorded the edit: a
