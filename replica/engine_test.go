@@ -556,3 +556,46 @@ func testLogger() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
+
+// TestOverwriteFetchesOnlyNewBytes: after an overwrite in the middle of a
+// file, the chunks that hold old bytes cut differently are read from the
+// local copy, not fetched: only the chunks that hold overwritten bytes
+// travel.
+func TestOverwriteFetchesOnlyNewBytes(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	defer link(t, ctx, a, b)()
+
+	data := randomBytes(3, 400_000)
+	a.write("f.bin", data)
+	eventually(t, "file on b", hasContent(b, "f.bin", data))
+	old, _, _ := a.ix.Get("docroot", "f.bin")
+
+	edited := bytes.Clone(data)
+	copy(edited[200_000:], randomBytes(4, 20_000))
+	a.write("f.bin", edited)
+	eventually(t, "edit on b", hasContent(b, "f.bin", edited))
+	cur, _, _ := a.ix.Get("docroot", "f.bin")
+
+	had := map[chunker.Ref]bool{}
+	for _, c := range old.Manifest.Chunks {
+		had[c] = true
+	}
+	var lacking, changed int64 // bytes of chunks b lacked; of those, holding edited bytes
+	var off int64
+	for _, c := range cur.Manifest.Chunks {
+		if !had[c] {
+			lacking += int64(c.Length)
+			if off < 220_000 && off+int64(c.Length) > 200_000 {
+				changed += int64(c.Length)
+			}
+		}
+		off += int64(c.Length)
+	}
+	if lacking == changed {
+		t.Fatalf("test data: every chunk b lacks holds edited bytes (%d); the test needs chunks cut differently past the edit", lacking)
+	}
+	if got := b.engine.Counters.BytesFetched.Load(); got-int64(len(data)) != changed {
+		t.Errorf("the edit fetched %d bytes, want the %d of the chunks holding edited bytes (%d lacked)", got-int64(len(data)), changed, lacking)
+	}
+}
