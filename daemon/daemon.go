@@ -353,7 +353,7 @@ func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
 				return
 			}
 			if theirs.Features&protocol.FeatureChunkDelta != 0 {
-				sess.SendChunkDeltas()
+				sess.UseChunkDeltas()
 			}
 			byID[f.ID()] = f
 			sessions[f.ID()] = sess

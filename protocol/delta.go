@@ -18,8 +18,9 @@ const (
 	// sent in full, a difference would save little.
 	DeltaMinChunks = 8
 	// DeltaWindowRefs bounds the chunk references a window keeps (about
-	// 9 MiB): the least recently announced lists are dropped beyond it.
-	DeltaWindowRefs = 256 << 10
+	// 2.3 MiB, the list of a file of about 4.5 GiB at the default chunk
+	// sizes): the least recently announced lists are dropped beyond it.
+	DeltaWindowRefs = 64 << 10
 	// maxListChunks is the longest list a difference may produce: no longer
 	// than a full list that fits in one frame.
 	maxListChunks = MaxPayload / minChunkRefSize

@@ -230,7 +230,7 @@ func link(t *testing.T, ctx context.Context, a, b *testNode) (cut func()) {
 			t.Error(err)
 			return
 		}
-		sess.SendChunkDeltas()
+		sess.UseChunkDeltas()
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

@@ -29,12 +29,10 @@ type Session struct {
 	// cursor is the last sequence of our index sent to the peer.
 	cursor uint64
 	// sent holds the chunk lists announced to the peer on this connection,
-	// the bases of differences; nil while the peer does not accept them.
-	// Only Run uses it.
-	sent *protocol.DeltaWindow
-	// received holds the lists the peer announced on this connection, to
-	// resolve its differences. Only HandleIndex uses it.
-	received *protocol.DeltaWindow
+	// the bases of differences, and received those the peer announced, to
+	// resolve its differences; both nil unless the peer offers them. Only
+	// Run uses sent, only HandleIndex received.
+	sent, received *protocol.DeltaWindow
 }
 
 // Attach registers a connection to peer id, whose hello for this folder is
@@ -77,13 +75,16 @@ func (f *Folder) Attach(id conflict.NodeID, conn Conn, theirs protocol.HelloFold
 		cursor = 0
 	}
 	f.log.Info("peer connected", "peer", p.Name)
-	return &Session{f: f, p: p, conn: conn, epoch: info.Epoch, cursor: cursor, received: protocol.NewDeltaWindow()}, nil
+	return &Session{f: f, p: p, conn: conn, epoch: info.Epoch, cursor: cursor}, nil
 }
 
-// SendChunkDeltas makes the session announce chunk lists as differences
-// where that is shorter: for peers whose hello offers
-// protocol.FeatureChunkDelta. Call it before Run.
-func (s *Session) SendChunkDeltas() { s.sent = protocol.NewDeltaWindow() }
+// UseChunkDeltas makes the session announce chunk lists as differences
+// where that is shorter, and accept the peer's: for peers whose hello
+// offers protocol.FeatureChunkDelta (this node's always does). Call it
+// before Run and HandleIndex.
+func (s *Session) UseChunkDeltas() {
+	s.sent, s.received = protocol.NewDeltaWindow(), protocol.NewDeltaWindow()
+}
 
 // HandleIndex takes an announcement that arrived on this session's
 // connection: chunk-list differences are resolved against the lists the
@@ -93,6 +94,12 @@ func (s *Session) SendChunkDeltas() { s.sent = protocol.NewDeltaWindow() }
 func (s *Session) HandleIndex(ctx context.Context, u *protocol.IndexUpdate) error {
 	for i := range u.Files {
 		fi := &u.Files[i]
+		if s.received == nil {
+			if fi.Delta != nil {
+				return fmt.Errorf("index update of folder %s from %s: %q: a chunk-list difference from a peer that did not offer them", s.f.id, s.p.Name, fi.Path)
+			}
+			continue
+		}
 		if err := s.received.Resolve(fi); err != nil {
 			return fmt.Errorf("index update of folder %s from %s: %w", s.f.id, s.p.Name, err)
 		}
