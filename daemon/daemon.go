@@ -305,7 +305,7 @@ func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
 	}()
 	short := peerID.Short()
 	log := d.log.With("peer", c.Peer().Name)
-	hello := &protocol.Hello{Version: protocol.Version, ID: d.id.ID, Name: d.cfg.Node.Name}
+	hello := &protocol.Hello{Version: protocol.Version, ID: d.id.ID, Name: d.cfg.Node.Name, Features: protocol.FeatureChunkDelta}
 	var shared []*replica.Folder
 	for _, f := range d.folders {
 		if !f.engine.Shares(short) {
@@ -341,6 +341,7 @@ func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
 	defer wg.Wait()
 	defer cancel()
 	byID := map[string]*replica.Folder{}
+	sessions := map[string]*replica.Session{}
 	for _, f := range shared {
 		for _, hf := range theirs.Folders {
 			if hf.ID != f.ID() {
@@ -351,7 +352,11 @@ func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
 				log.Error("attach folder session", "folder", f.ID(), "err", err)
 				return
 			}
+			if theirs.Features&protocol.FeatureChunkDelta != 0 {
+				sess.UseChunkDeltas()
+			}
 			byID[f.ID()] = f
+			sessions[f.ID()] = sess
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -369,8 +374,8 @@ func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
 		}
 		switch m := m.(type) {
 		case *protocol.IndexUpdate:
-			if f := byID[m.Folder]; f != nil {
-				err = f.HandleIndex(ctx, short, m)
+			if sess := sessions[m.Folder]; sess != nil {
+				err = sess.HandleIndex(ctx, m)
 			}
 		case *protocol.Confirm:
 			if f := byID[m.Folder]; f != nil {

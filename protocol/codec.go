@@ -12,8 +12,8 @@ import (
 // FileInfo flag bits.
 const (
 	flagDeleted    = 1 << 0
-	flagChunkDelta = 1 << 1 // reserved: chunk list as a difference; not in version 1
-	knownFileFlags = flagDeleted
+	flagChunkDelta = 1 << 1 // the chunk list is a ChunkDelta (FeatureChunkDelta)
+	knownFileFlags = flagDeleted | flagChunkDelta
 )
 
 // ChunkResponse flag bits.
@@ -144,6 +144,9 @@ func (f *FileInfo) appendTo(b []byte) []byte {
 	if f.Deleted {
 		flags |= flagDeleted
 	}
+	if f.Delta != nil {
+		flags |= flagChunkDelta
+	}
 	b = binary.AppendUvarint(b, flags)
 	b = appendString(b, f.Path)
 	b = append(b, byte(f.Type))
@@ -157,10 +160,38 @@ func (f *FileInfo) appendTo(b []byte) []byte {
 	b = appendFixed64(b, uint64(f.Stamp))
 	b = appendFixed64(b, uint64(f.Origin))
 	b = binary.AppendUvarint(b, f.Sequence)
-	b = binary.AppendUvarint(b, uint64(len(f.Chunks)))
-	for _, c := range f.Chunks {
+	if f.Delta != nil {
+		return f.Delta.appendTo(b)
+	}
+	return appendRefs(b, f.Chunks)
+}
+
+func appendRefs(b []byte, refs []chunker.Ref) []byte {
+	b = binary.AppendUvarint(b, uint64(len(refs)))
+	for _, c := range refs {
 		b = append(b, c.Hash[:]...)
 		b = binary.AppendUvarint(b, uint64(c.Length))
+	}
+	return b
+}
+
+// appendTo encodes d: the base hash (32 bytes), the step count, then each
+// step: a copy as count<<1|1 and the base index it starts at, a list as
+// count<<1 and the chunks (hash and length).
+func (d *ChunkDelta) appendTo(b []byte) []byte {
+	b = append(b, d.Base[:]...)
+	b = binary.AppendUvarint(b, uint64(len(d.Ops)))
+	for _, op := range d.Ops {
+		if len(op.Refs) == 0 {
+			b = binary.AppendUvarint(b, uint64(op.Count)<<1|1)
+			b = binary.AppendUvarint(b, uint64(op.From))
+			continue
+		}
+		b = binary.AppendUvarint(b, uint64(len(op.Refs))<<1)
+		for _, c := range op.Refs {
+			b = append(b, c.Hash[:]...)
+			b = binary.AppendUvarint(b, uint64(c.Length))
+		}
 	}
 	return b
 }
@@ -186,11 +217,11 @@ func (f *FileInfo) EncodedSize() int {
 	for _, c := range f.Version {
 		n += fixed64Size + uvarintLen(c.Value)
 	}
-	n += 2*fixed64Size + uvarintLen(f.Sequence) + uvarintLen(uint64(len(f.Chunks)))
-	for _, c := range f.Chunks {
-		n += chunker.HashSize + uvarintLen(uint64(c.Length))
+	n += 2*fixed64Size + uvarintLen(f.Sequence)
+	if f.Delta != nil {
+		return n + f.Delta.encodedSize()
 	}
-	return n
+	return n + fullListSize(f.Chunks)
 }
 
 func (m *Confirm) appendPayload(b []byte) []byte {
@@ -418,11 +449,6 @@ func (d *decoder) indexUpdate() *IndexUpdate {
 
 func (d *decoder) fileInfo(f *FileInfo) {
 	flags := d.uvarint()
-	if d.err == nil && flags&flagChunkDelta != 0 {
-		d.err = Error{Code: CodeVersion, Message: "chunk-list differences are not supported by protocol version 1"}
-		d.b = nil
-		return
-	}
 	if flags&^knownFileFlags != 0 {
 		d.fail("unknown file flags %#x", flags)
 		return
@@ -440,12 +466,53 @@ func (d *decoder) fileInfo(f *FileInfo) {
 	f.Stamp = conflict.Stamp(d.fixed64())
 	f.Origin = conflict.NodeID(d.fixed64())
 	f.Sequence = d.uvarint()
-	if n := d.count("chunks", minChunkRefSize); n > 0 {
-		f.Chunks = make([]chunker.Ref, n)
-		for i := range f.Chunks {
-			f.Chunks[i] = chunker.Ref{Hash: chunker.Hash(d.bytes32()), Length: d.uint32("chunk length")}
-		}
+	if flags&flagChunkDelta != 0 {
+		f.Delta = d.chunkDelta()
+		return
 	}
+	f.Chunks = d.refs(d.count("chunks", minChunkRefSize))
+}
+
+func (d *decoder) refs(n int) []chunker.Ref {
+	if n == 0 || d.err != nil {
+		return nil
+	}
+	refs := make([]chunker.Ref, n)
+	for i := range refs {
+		refs[i] = chunker.Ref{Hash: chunker.Hash(d.bytes32()), Length: d.uint32("chunk length")}
+	}
+	return refs
+}
+
+func (d *decoder) chunkDelta() *ChunkDelta {
+	cd := &ChunkDelta{Base: chunker.Hash(d.bytes32())}
+	// The smallest step is a copy: two one-byte varints.
+	n := d.count("difference steps", 2)
+	if n == 0 {
+		return cd
+	}
+	cd.Ops = make([]DeltaOp, n)
+	for i := range cd.Ops {
+		head := d.uvarint()
+		count := head >> 1
+		if d.err != nil {
+			break
+		}
+		if head&1 == 1 {
+			if count > 1<<32-1 {
+				d.fail("difference step copies %d chunks", count)
+				break
+			}
+			cd.Ops[i] = DeltaOp{Count: uint32(count), From: d.uint32("difference base index")}
+			continue
+		}
+		if count == 0 || count > uint64(len(d.b)/minChunkRefSize) {
+			d.fail("difference step of %d chunks in %d bytes", count, len(d.b))
+			break
+		}
+		cd.Ops[i] = DeltaOp{Refs: d.refs(int(count))}
+	}
+	return cd
 }
 
 func (d *decoder) confirm() *Confirm {

@@ -25,9 +25,11 @@
 //     in Hello.Features.
 //   - Errors that cross the wire carry a stable numeric Code.
 //
-// Reserved for a later version: a FileInfo may describe its chunk list as a
-// difference from a version the receiver already holds (flag bit 1 of the
-// FileInfo encoding, offered through a Hello feature bit). Version 1 neither
-// sends nor accepts it; a decoder that sees the bit set reports
-// CodeVersion rather than misreading the list.
+// Chunk-list differences: a node that offers FeatureChunkDelta in its Hello
+// accepts a FileInfo whose chunk list is written as a difference (flag bit 1
+// of the FileInfo encoding, FileInfo.Delta) from the list last announced for
+// the same path on the same connection and folder. Both sides keep those
+// lists in a DeltaWindow under the same bounds, so the sender knows which
+// bases the receiver holds; the base is also named by its manifest hash,
+// and a receiver that does not hold it refuses the update.
 package protocol

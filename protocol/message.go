@@ -84,7 +84,7 @@ type Hello struct {
 	Version  uint32   // the sender's protocol version, Version
 	ID       [32]byte // the sender's node ID; must match its certificate
 	Name     string   // the sender's node name, for logs
-	Features uint64   // optional behaviour the sender understands; none defined in version 1
+	Features uint64   // optional behaviour the sender understands: Feature* bits
 	Folders  []HelloFolder
 }
 
@@ -198,6 +198,10 @@ type FileInfo struct {
 	GID     uint32
 	Target  string        // a symlink's target, as stored; empty otherwise
 	Chunks  []chunker.Ref // a file's content in order; empty for others
+	// Delta, when set, is sent in place of Chunks: the list as a
+	// difference from one the receiver holds (see DeltaWindow). A decoded
+	// FileInfo with a Delta has no Chunks until DeltaWindow.Resolve.
+	Delta   *ChunkDelta
 	Version conflict.Vector
 	Stamp   conflict.Stamp
 	Origin  conflict.NodeID
@@ -316,8 +320,13 @@ func (f *FileInfo) Validate() error {
 		return fmt.Errorf("%q: invalid symlink target", f.Path)
 	}
 	if f.Deleted || f.Type != File {
-		if len(f.Chunks) > 0 {
+		if len(f.Chunks) > 0 || f.Delta != nil {
 			return fmt.Errorf("%q: a deleted entry or a %s has no chunks", f.Path, f.Type)
+		}
+	}
+	if f.Delta != nil {
+		if err := f.Delta.validate(); err != nil {
+			return fmt.Errorf("%q: chunk-list difference: %w", f.Path, err)
 		}
 	}
 	switch {
@@ -328,6 +337,9 @@ func (f *FileInfo) Validate() error {
 	case f.Type == File:
 		if f.Target != "" {
 			return fmt.Errorf("%q: a file has no symlink target", f.Path)
+		}
+		if f.Delta != nil && f.Chunks == nil {
+			break // the sizes are checked once the list is resolved
 		}
 		var sum uint64
 		for _, c := range f.Chunks {

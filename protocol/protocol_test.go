@@ -52,6 +52,11 @@ func samples() []Message {
 	dir := FileInfo{Path: "wp-content", Type: Dir, Mode: 0o755, ModTime: -5, Version: vec(7, 1), Origin: 7, Sequence: 42}
 	link := FileInfo{Path: "current", Type: Symlink, Size: 9, Mode: 0o777, Target: "../v2/www", Version: vec(7, 2), Sequence: 43}
 	gone := FileInfo{Path: "old.html", Type: File, Deleted: true, Version: vec(7, 3, 9, 1), Sequence: 44}
+	diffed := FileInfo{Path: "big.bin", Type: File, Size: 1 << 30, Mode: 0o600, Version: vec(7, 4), Sequence: 46,
+		Delta: &ChunkDelta{Base: chunker.Sum([]byte("base")), Ops: []DeltaOp{
+			{Refs: []chunker.Ref{{Hash: chunker.Sum([]byte("c")), Length: 100}}},
+			{From: 1, Count: 4000},
+		}}}
 	var id [32]byte
 	for i := range id {
 		id[i] = byte(i * 7)
@@ -74,6 +79,7 @@ func samples() []Message {
 		&Error{Code: CodeVersion, Message: "peer speaks version 2"},
 		&Ping{Nonce: 99},
 		&Pong{Nonce: 99},
+		&IndexUpdate{Folder: "docroot", Epoch: 1, After: 45, Through: 46, Files: []FileInfo{diffed}},
 	}
 }
 
@@ -321,7 +327,7 @@ func TestDecodeRefuses(t *testing.T) {
 		{"huge string", frame(TypeError, []byte{1, 0xff, 0xff, 0x03}), ErrProtocol, "exceeds"},
 		{"string past end", frame(TypeError, []byte{1, 10, 'a'}), ErrProtocol, "truncated"},
 		{"code overflow", frame(TypeError, []byte{0xff, 0xff, 0xff, 0xff, 0x7f, 0}), ErrProtocol, "out of range"},
-		{"chunk delta", withFlags(flagChunkDelta), ErrVersion, "not supported"},
+		{"chunk list read as a difference", withFlags(flagChunkDelta), ErrProtocol, ""},
 		{"unknown file flag", withFlags(1 << 5), ErrProtocol, "unknown file flags"},
 		{"response flags", frame(TypeChunkResponse, append(append([]byte{1}, make([]byte, 32)...), 0, 4, 'x')), ErrProtocol, "unknown response flags"},
 	}

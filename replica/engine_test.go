@@ -37,6 +37,7 @@ type testNode struct {
 	engine *Folder
 	clock  *Clock
 	served int64 // chunk bytes served to peers
+	diffs  int   // announced chunk lists sent as differences
 	// committed holds the latencies reported by Events.Committed.
 	committed []time.Duration
 	mu        sync.Mutex
@@ -165,6 +166,15 @@ type memConn struct {
 }
 
 func (c *memConn) Send(ctx context.Context, m protocol.Message) error {
+	if u, ok := m.(*protocol.IndexUpdate); ok {
+		for _, fi := range u.Files {
+			if fi.Delta != nil {
+				c.from.mu.Lock()
+				c.from.diffs++
+				c.from.mu.Unlock()
+			}
+		}
+	}
 	select {
 	case c.in <- m:
 		return nil
@@ -220,6 +230,7 @@ func link(t *testing.T, ctx context.Context, a, b *testNode) (cut func()) {
 			t.Error(err)
 			return
 		}
+		sess.UseChunkDeltas()
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
@@ -236,7 +247,9 @@ func link(t *testing.T, ctx context.Context, a, b *testNode) (cut func()) {
 				case m := <-in:
 					switch m := m.(type) {
 					case *protocol.IndexUpdate:
-						self.engine.HandleIndex(ctx, other.id, m)
+						if err := sess.HandleIndex(ctx, m); err != nil && ctx.Err() == nil {
+							t.Error(err)
+						}
 					case *protocol.Confirm:
 						self.engine.HandleConfirm(other.id, m)
 					}
@@ -336,6 +349,13 @@ func TestReplicatesCreateModifyDelete(t *testing.T) {
 	a.mu.Unlock()
 	if sent > 40<<10 {
 		t.Fatalf("a small edit sent %d bytes of chunks, want at most a couple of chunks", sent)
+	}
+	// And its chunk list went as a difference from the first version's.
+	a.mu.Lock()
+	diffs := a.diffs
+	a.mu.Unlock()
+	if diffs == 0 {
+		t.Fatal("the edit's chunk list was sent in full, want a difference")
 	}
 
 	// Deleting on b reaches a. (Wait for b to have recorded the edit: a
@@ -535,4 +555,47 @@ func testLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// TestOverwriteFetchesOnlyNewBytes: after an overwrite in the middle of a
+// file, the chunks that hold old bytes cut differently are read from the
+// local copy, not fetched: only the chunks that hold overwritten bytes
+// travel.
+func TestOverwriteFetchesOnlyNewBytes(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	defer link(t, ctx, a, b)()
+
+	data := randomBytes(3, 400_000)
+	a.write("f.bin", data)
+	eventually(t, "file on b", hasContent(b, "f.bin", data))
+	old, _, _ := a.ix.Get("docroot", "f.bin")
+
+	edited := bytes.Clone(data)
+	copy(edited[200_000:], randomBytes(4, 20_000))
+	a.write("f.bin", edited)
+	eventually(t, "edit on b", hasContent(b, "f.bin", edited))
+	cur, _, _ := a.ix.Get("docroot", "f.bin")
+
+	had := map[chunker.Ref]bool{}
+	for _, c := range old.Manifest.Chunks {
+		had[c] = true
+	}
+	var lacking, changed int64 // bytes of chunks b lacked; of those, holding edited bytes
+	var off int64
+	for _, c := range cur.Manifest.Chunks {
+		if !had[c] {
+			lacking += int64(c.Length)
+			if off < 220_000 && off+int64(c.Length) > 200_000 {
+				changed += int64(c.Length)
+			}
+		}
+		off += int64(c.Length)
+	}
+	if lacking == changed {
+		t.Fatalf("test data: every chunk b lacks holds edited bytes (%d); the test needs chunks cut differently past the edit", lacking)
+	}
+	if got := b.engine.Counters.BytesFetched.Load(); got-int64(len(data)) != changed {
+		t.Errorf("the edit fetched %d bytes, want the %d of the chunks holding edited bytes (%d lacked)", got-int64(len(data)), changed, lacking)
+	}
 }

@@ -69,3 +69,71 @@ func rotate(ids []conflict.NodeID, k int) []conflict.NodeID {
 	copy(out[len(ids)-k:], ids[:k])
 	return out
 }
+
+// guessSpan is how many chunks next to a run of unchanged chunks
+// GuessOffsets guesses for, on each side.
+const guessSpan = 8
+
+// GuessOffsets guesses where in the previous version of a file, base, the
+// chunks of the new version, target, that base does not list may lie
+// unchanged: after an edit, content-defined chunking takes a few chunks to
+// fall back on the old cut points, and those chunks hold old bytes cut
+// differently. Each chunk common to both versions fixes the shift between
+// them; a new chunk within guessSpan chunks of a common one is guessed at
+// that shift, from the common chunk before it and the one after it. The
+// result maps a chunk's hash to its candidate offsets in base; a guess is
+// only worth a local read that the chunk hash then confirms or refutes.
+// Pure.
+func GuessOffsets(base, target []chunker.Ref) map[chunker.Hash][]int64 {
+	at := make(map[chunker.Ref]int64, len(base))
+	var size int64
+	for _, c := range base {
+		if _, ok := at[c]; !ok {
+			at[c] = size
+		}
+		size += int64(c.Length)
+	}
+	offs := make([]int64, len(target))
+	shift := make([]int64, len(target))
+	common := make([]bool, len(target))
+	var off int64
+	for i, c := range target {
+		offs[i] = off
+		if o, ok := at[c]; ok {
+			common[i], shift[i] = true, o-off
+		}
+		off += int64(c.Length)
+	}
+	out := map[chunker.Hash][]int64{}
+	add := func(i int, s int64) {
+		c := target[i]
+		o := offs[i] + s
+		if o < 0 || o+int64(c.Length) > size {
+			return
+		}
+		for _, have := range out[c.Hash] {
+			if have == o {
+				return
+			}
+		}
+		out[c.Hash] = append(out[c.Hash], o)
+	}
+	// Forward from the last common chunk, then backward from the next.
+	last := -1
+	for i := range target {
+		if common[i] {
+			last = i
+		} else if last >= 0 && i-last <= guessSpan {
+			add(i, shift[last])
+		}
+	}
+	next := -1
+	for i := len(target) - 1; i >= 0; i-- {
+		if common[i] {
+			next = i
+		} else if next >= 0 && next-i <= guessSpan {
+			add(i, shift[next])
+		}
+	}
+	return out
+}

@@ -77,3 +77,44 @@ func TestWatermark(t *testing.T) {
 		t.Fatalf("restarted 13: mark = %d, want 12", w.Mark())
 	}
 }
+
+func TestGuessOffsets(t *testing.T) {
+	// Chunks of 10 bytes named by a letter; new chunks are upper case.
+	chunks := func(s string) []chunker.Ref {
+		var out []chunker.Ref
+		for _, c := range s {
+			out = append(out, ref(byte(c), 10))
+		}
+		return out
+	}
+	far := "abcdefghijklmnopqrstuvwxyz" // more than guessSpan chunks
+	tests := []struct {
+		name, base, target string
+		want               map[byte][]int64
+	}{
+		{"same", "abcd", "abcd", map[byte][]int64{}},
+		{"overwrite: same offsets", "abcdef", "abXYef", map[byte][]int64{'X': {20}, 'Y': {30}}},
+		{"insert: shifted after, nothing before", "abcdef", "XYZcdef", map[byte][]int64{'Y': {0}, 'Z': {10}}},
+		{"shift differs on each side", "abcdef", "abXef", map[byte][]int64{'X': {20, 30}}},
+		{"out of the base", "ab", "abX", map[byte][]int64{}},
+		{"nothing common", "ab", "XY", map[byte][]int64{}},
+		{"too far from a common chunk", "a" + far, "a" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ", map[byte][]int64{
+			'A': {10}, 'B': {20}, 'C': {30}, 'D': {40}, 'E': {50}, 'F': {60}, 'G': {70}, 'H': {80}}},
+	}
+	for _, tt := range tests {
+		got := GuessOffsets(chunks(tt.base), chunks(tt.target))
+		want := map[chunker.Hash][]int64{}
+		for b, offs := range tt.want {
+			want[chunker.Hash{b}] = offs
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: guesses %v, want %v", tt.name, got, want)
+			continue
+		}
+		for h, offs := range want {
+			if !slices.Equal(got[h], offs) {
+				t.Errorf("%s: chunk %c at %v, want %v", tt.name, h[0], got[h], offs)
+			}
+		}
+	}
+}

@@ -388,6 +388,12 @@ func diskMatches(r *index.Record, have bool, st fs.FileInfo, exists bool) bool {
 // chunks.
 func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 	fi := &j.it.info
+	// Chunks that the local version lacks may still hold its bytes, cut
+	// differently next to an edit: try where they would lie in it.
+	var guesses map[chunker.Hash][]int64
+	if j.have && !j.local.Deleted && j.local.Type == index.File && fi.Type == protocol.File {
+		guesses = GuessOffsets(j.local.Manifest.Chunks, fi.Chunks)
+	}
 	locate := func(h chunker.Hash) []Location {
 		locs, err := f.ix.Locate(h, 4)
 		if err != nil {
@@ -397,6 +403,11 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		for _, l := range locs {
 			if l.Folder == f.id {
 				out = append(out, Location{Path: l.Path, Offset: l.Offset})
+			}
+		}
+		if len(out) == 0 {
+			for _, off := range guesses[h] {
+				out = append(out, Location{Path: fi.Path, Offset: off})
 			}
 		}
 		return out

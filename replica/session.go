@@ -28,6 +28,11 @@ type Session struct {
 	epoch uint64 // our index epoch when the session began
 	// cursor is the last sequence of our index sent to the peer.
 	cursor uint64
+	// sent holds the chunk lists announced to the peer on this connection,
+	// the bases of differences, and received those the peer announced, to
+	// resolve its differences; both nil unless the peer offers them. Only
+	// Run uses sent, only HandleIndex received.
+	sent, received *protocol.DeltaWindow
 }
 
 // Attach registers a connection to peer id, whose hello for this folder is
@@ -73,6 +78,36 @@ func (f *Folder) Attach(id conflict.NodeID, conn Conn, theirs protocol.HelloFold
 	return &Session{f: f, p: p, conn: conn, epoch: info.Epoch, cursor: cursor}, nil
 }
 
+// UseChunkDeltas makes the session announce chunk lists as differences
+// where that is shorter, and accept the peer's: for peers whose hello
+// offers protocol.FeatureChunkDelta (this node's always does). Call it
+// before Run and HandleIndex.
+func (s *Session) UseChunkDeltas() {
+	s.sent, s.received = protocol.NewDeltaWindow(), protocol.NewDeltaWindow()
+}
+
+// HandleIndex takes an announcement that arrived on this session's
+// connection: chunk-list differences are resolved against the lists the
+// peer announced before on it, then the folder decides every entry
+// (Folder.HandleIndex). A difference that cannot be resolved is an error:
+// the connection must close, and the next one starts from full lists.
+func (s *Session) HandleIndex(ctx context.Context, u *protocol.IndexUpdate) error {
+	for i := range u.Files {
+		fi := &u.Files[i]
+		if s.received == nil {
+			if fi.Delta != nil {
+				return fmt.Errorf("index update of folder %s from %s: %q: a chunk-list difference from a peer that did not offer them", s.f.id, s.p.Name, fi.Path)
+			}
+			continue
+		}
+		if err := s.received.Resolve(fi); err != nil {
+			return fmt.Errorf("index update of folder %s from %s: %w", s.f.id, s.p.Name, err)
+		}
+		s.received.Note(fi)
+	}
+	return s.f.HandleIndex(ctx, s.p.ID, u)
+}
+
 // Run streams the folder's index to the peer and confirms the peer's
 // announcements as they are applied, until ctx ends or the connection
 // closes.
@@ -110,7 +145,7 @@ func (s *Session) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		next, sent, err := f.sendBatch(ctx, conn, s.epoch, cursor)
+		next, sent, err := f.sendBatch(ctx, conn, s.sent, s.epoch, cursor)
 		if err != nil {
 			return err
 		}
@@ -130,8 +165,10 @@ func (s *Session) Run(ctx context.Context) error {
 }
 
 // sendBatch sends the index entries after cursor, up to one batch, and
-// returns the new cursor and whether there was anything to send.
-func (f *Folder) sendBatch(ctx context.Context, conn Conn, epoch, cursor uint64) (uint64, bool, error) {
+// returns the new cursor and whether there was anything to send. With a
+// window, chunk lists go as differences from the ones it holds where that
+// is shorter.
+func (f *Folder) sendBatch(ctx context.Context, conn Conn, w *protocol.DeltaWindow, epoch, cursor uint64) (uint64, bool, error) {
 	// The highest sequence, read before the entries: if every entry up to
 	// it was superseded (or the index was reset), an empty update still
 	// tells the peer it has received everything so far.
@@ -158,6 +195,14 @@ func (f *Folder) sendBatch(ctx context.Context, conn Conn, epoch, cursor uint64)
 			return cursor, false, nil
 		}
 		u.Through = info.Sequence
+	}
+	if w != nil {
+		// Noted before sending: the message may be handed over as is, and
+		// a failed send ends the connection and its window with it.
+		for i := range u.Files {
+			w.Compress(&u.Files[i])
+			w.Note(&u.Files[i])
+		}
 	}
 	if err := conn.Send(ctx, u); err != nil {
 		return cursor, false, err
