@@ -83,6 +83,14 @@ func Create(dir, name string) (id Identity, created bool, err error) {
 	keyPath, certPath := filepath.Join(dir, KeyFile), filepath.Join(dir, CertFile)
 
 	key, keyPEM, err := readKey(keyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, cerr := os.Lstat(certPath); cerr == nil {
+			// A concurrent Create writes the key before the certificate:
+			// a certificate seen after a missing key may be its work, so
+			// the key is looked for once more before refusing.
+			key, keyPEM, err = readKey(keyPath)
+		}
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if _, err := os.Lstat(certPath); err == nil {
