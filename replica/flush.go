@@ -46,6 +46,20 @@ func chooseFlush(files int) flush {
 	return flushFS
 }
 
+// flushAfter picks how the entries a batch put in place are flushed
+// before they are recorded and confirmed. plan is what the batch's temp
+// files were written for; a batch that renamed no temp file still removed
+// files, made directories and links or changed metadata, and those must
+// reach the disk too: a deletion confirmed but lost in a crash would bring
+// the file back at the next scan as a new version, resurrecting it on every
+// peer.
+func flushAfter(plan flush, renamedTemps bool, entries int) flush {
+	if renamedTemps {
+		return plan
+	}
+	return chooseFlush(entries)
+}
+
 // dirsToFlush returns the directories whose entries must be flushed for
 // the given paths to be durable where they are: each path's parent and
 // every directory above it up to the folder root ("."), each once,

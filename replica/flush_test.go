@@ -23,6 +23,29 @@ func TestChooseFlush(t *testing.T) {
 	}
 }
 
+func TestFlushAfter(t *testing.T) {
+	for _, tc := range []struct {
+		plan    flush
+		renamed bool
+		entries int
+		want    flush
+	}{
+		// Temp files renamed: flushed the way they were written for.
+		{flushEach, true, 3, flushEach},
+		{flushFS, true, 500, flushFS},
+		// Only deletions, directories or metadata: still flushed.
+		{flushNone, false, 1, flushEach},
+		{flushNone, false, flushEachMax + 1, flushFS},
+		// Every temp file failed: what was put in place is still flushed.
+		{flushFS, false, 2, flushEach},
+		{flushNone, false, 0, flushNone},
+	} {
+		if got := flushAfter(tc.plan, tc.renamed, tc.entries); got != tc.want {
+			t.Errorf("flushAfter(%v, %v, %d) = %v, want %v", tc.plan, tc.renamed, tc.entries, got, tc.want)
+		}
+	}
+}
+
 func TestDirsToFlush(t *testing.T) {
 	for _, tc := range []struct {
 		paths []string

@@ -184,11 +184,10 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 		}
 	}
 	if len(writes) > 0 {
-		if anyTemp {
-			// Make the renames durable before they count as held.
-			if err := f.flushApplied(plan, written); err != nil {
-				f.log.Warn("flushing renames failed", "err", err)
-			}
+		// Make the renames, removals and metadata changes durable before
+		// they count as held.
+		if err := f.flushApplied(flushAfter(plan, anyTemp, len(written)), written); err != nil {
+			f.log.Warn("flushing renames failed", "err", err)
 		}
 		err := f.ix.Apply(f.id, writes)
 		if err == nil {
