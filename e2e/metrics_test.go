@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -26,32 +27,38 @@ func freeTCPAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestMetricsAndHealthz: /metrics parses as the Prometheus text format and
-// agrees with status; /healthz is 200 on a healthy node and 503 when a
-// peer lags more than asked.
-func TestMetricsAndHealthz(t *testing.T) {
-	c := newCluster(t, 2)
-	n1 := c.nodes[0]
+// withMetrics gives the node a metrics address in its configuration and
+// returns it; call before the node starts.
+func (nd *node) withMetrics(t *testing.T) string {
+	t.Helper()
 	addr := freeTCPAddr(t)
-	cfg, _ := os.ReadFile(n1.config)
-	cfg = []byte(strings.Replace(string(cfg), "\n[[peers]]", fmt.Sprintf("metrics = %q\n\n[[peers]]", addr), 1))
-	if err := os.WriteFile(n1.config, cfg, 0o644); err != nil {
+	cfg, err := os.ReadFile(nd.config)
+	if err != nil {
 		t.Fatal(err)
 	}
-	c.start()
-	writeAtomic(t, filepath.Join(n1.folders["docroot"], "m.txt"), randomData(5, 300_000), 0o644)
-	c.waitInSync(30 * time.Second)
-
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + addr + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+	cfg = []byte(strings.Replace(string(cfg), "\n[[peers]]", fmt.Sprintf("metrics = %q\n\n[[peers]]", addr), 1))
+	if err := os.WriteFile(nd.config, cfg, 0o644); err != nil {
+		t.Fatal(err)
 	}
-	code, body := get("/metrics")
+	return addr
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// scrape reads /metrics at addr, failing the test unless it parses as the
+// Prometheus text format.
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body := httpGet(t, "http://"+addr+"/metrics")
 	if code != 200 {
 		t.Fatalf("/metrics: %d %s", code, body)
 	}
@@ -60,32 +67,54 @@ func TestMetricsAndHealthz(t *testing.T) {
 	if err != nil {
 		t.Fatalf("/metrics is not Prometheus text format: %v", err)
 	}
-	value := func(name string, labels map[string]string) (float64, bool) {
-		fam, ok := families[name]
-		if !ok {
-			return 0, false
-		}
-	next:
-		for _, m := range fam.Metric {
-			for k, v := range labels {
-				found := false
-				for _, lp := range m.Label {
-					if lp.GetName() == k && lp.GetValue() == v {
-						found = true
-					}
-				}
-				if !found {
-					continue next
-				}
-			}
-			switch {
-			case m.Gauge != nil:
-				return m.Gauge.GetValue(), true
-			case m.Counter != nil:
-				return m.Counter.GetValue(), true
-			}
-		}
+	return families
+}
+
+// metricValue is the value of the gauge or counter name whose labels
+// include the given ones.
+func metricValue(families map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
+	fam, ok := families[name]
+	if !ok {
 		return 0, false
+	}
+next:
+	for _, m := range fam.Metric {
+		for k, v := range labels {
+			found := false
+			for _, lp := range m.Label {
+				if lp.GetName() == k && lp.GetValue() == v {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// TestMetricsAndHealthz: /metrics parses as the Prometheus text format and
+// agrees with status; /healthz is 200 on a healthy node and 503 when a
+// peer lags more than asked.
+func TestMetricsAndHealthz(t *testing.T) {
+	c := newCluster(t, 2)
+	n1 := c.nodes[0]
+	addr := n1.withMetrics(t)
+	c.start()
+	writeAtomic(t, filepath.Join(n1.folders["docroot"], "m.txt"), randomData(5, 300_000), 0o644)
+	c.waitInSync(30 * time.Second)
+
+	get := func(path string) (int, string) { return httpGet(t, "http://"+addr+path) }
+	families := scrape(t, addr)
+	value := func(name string, labels map[string]string) (float64, bool) {
+		return metricValue(families, name, labels)
 	}
 	st, err := n1.status()
 	if err != nil {
@@ -112,11 +141,7 @@ func TestMetricsAndHealthz(t *testing.T) {
 	if _, err := n1.lockstep("wait", "--timeout", "20s", waited); err != nil {
 		t.Fatalf("wait: %v", err)
 	}
-	_, body = get("/metrics")
-	families, err = parser.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("/metrics is not Prometheus text format: %v", err)
-	}
+	families = scrape(t, addr)
 	fam, ok := families["lockstep_commit_latency_seconds"]
 	switch {
 	case !ok:
@@ -152,4 +177,50 @@ func TestMetricsAndHealthz(t *testing.T) {
 		code, body := get("/healthz?max_lag=1ms")
 		return code == 503 && strings.Contains(body, "node2"), fmt.Sprintf("/healthz = %d %q", code, body)
 	})
+}
+
+// TestNoEcho: a version a node received and put in place is recognised by
+// its scanner as already recorded: it is not read again and does not come
+// back to its origin as a new version.
+func TestNoEcho(t *testing.T) {
+	c := newCluster(t, 3)
+	addrs := make([]string, len(c.nodes))
+	for i, nd := range c.nodes {
+		addrs[i] = nd.withMetrics(t)
+	}
+	c.start()
+	c.waitInSync(30 * time.Second)
+	d1 := c.nodes[0].folders["docroot"]
+	for i := range 40 {
+		writeAtomic(t, filepath.Join(d1, fmt.Sprintf("d%d/f%d.bin", i%4, i)), randomData(uint64(100+i), 1000+i*7000), 0o644)
+	}
+	if err := os.Symlink("d0/f0.bin", filepath.Join(d1, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(d1, "d1/f1.bin"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.waitInSync(60 * time.Second)
+	// Past the watcher's settle and hold times, so an echo would have been
+	// scanned and announced by now.
+	time.Sleep(3 * time.Second)
+	c.waitInSync(30 * time.Second)
+	folder := map[string]string{"folder": "docroot"}
+	for i, nd := range c.nodes {
+		fams := scrape(t, addrs[i])
+		applied, _ := metricValue(fams, "lockstep_files_applied_total", folder)
+		hashed, _ := metricValue(fams, "lockstep_scan_hashed_bytes_total", folder)
+		if i == 0 {
+			if applied != 0 {
+				t.Errorf("%s (the origin) applied %v versions from its peers: the copies came back as new versions", nd.name, applied)
+			}
+			continue
+		}
+		if applied < 41 {
+			t.Errorf("%s applied %v versions, want at least the 41 written", nd.name, applied)
+		}
+		if hashed != 0 {
+			t.Errorf("%s's scanner read %v bytes of files it had itself put in place", nd.name, hashed)
+		}
+	}
 }

@@ -129,7 +129,7 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 	// their metadata; a small batch flushes each file as it is done.
 	var assemble []*job
 	for _, j := range jobs {
-		if j.err != nil || j.action == conflict.Keep || j.it.info.Deleted || j.it.info.Type != protocol.File || j.write {
+		if j.err != nil || j.action == conflict.Keep || j.it.info.Deleted || j.it.info.Type != protocol.File || j.write || j.metaOnly {
 			continue
 		}
 		assemble = append(assemble, j)
@@ -316,16 +316,10 @@ func (f *Folder) decide(ctx context.Context, j *job) {
 	// concurrent writes): no transfer.
 	if !fi.Deleted && !j.local.Deleted && j.local.Type == index.Type(fi.Type) &&
 		content(j.local.Type, j.local.Manifest.Chunks, j.local.Target) == content(index.Type(fi.Type), fi.Chunks, fi.Target) {
-		if err := f.applyMeta(fi); err != nil {
-			j.err = err
-			return
-		}
-		st, err := f.fs.Lstat(fi.Path)
-		if err != nil {
-			j.err = err
-			return
-		}
-		j.rec, j.write, j.metaOnly = f.recordFor(fi, st), true, true
+		// The metadata is applied at commit, under the scanner's lock: a
+		// chmod seen by the scanner before it is recorded would come back
+		// as a local version (an echo).
+		j.metaOnly = true
 		j.action = conflict.Take
 	}
 }
@@ -508,7 +502,7 @@ func (f *Folder) obtain(ctx context.Context, s *Step) ([]byte, error) {
 // commit puts a decided item in place on disk and prepares its record.
 func (f *Folder) commit(j *job) error {
 	fi := &j.it.info
-	if j.write { // metadata-only or tombstone: nothing more on disk
+	if j.write { // a tombstone of an entry never here: nothing on disk
 		return nil
 	}
 	// Re-check right before replacing: the window for a local write to be
@@ -524,6 +518,17 @@ func (f *Folder) commit(j *job) error {
 	if !sameDir && !diskMatches(&j.local, j.have, st, lerr == nil) {
 		j.abort()
 		return fmt.Errorf("%s changed on disk", fi.Path)
+	}
+	if j.metaOnly {
+		if err := f.applyMeta(fi); err != nil {
+			return err
+		}
+		after, err := f.fs.Lstat(fi.Path)
+		if err != nil {
+			return err
+		}
+		j.rec, j.write = f.recordFor(fi, after), true
+		return nil
 	}
 	if j.action == conflict.TakeConflict {
 		if err := f.keepLoser(j); err != nil {
