@@ -106,12 +106,17 @@ type job struct {
 	// place (the content was already here).
 	metaOnly bool
 	err      error
+	// dirs holds the batch's directories open: each is opened and checked
+	// once instead of the path being walked for every call.
+	dirs *vfs.Dirs
 }
 
 func (f *Folder) applyBatch(ctx context.Context, items []*item) {
+	dirs := f.fs.Dirs(0o755)
+	defer dirs.Close()
 	jobs := make([]*job, len(items))
 	for i, it := range items {
-		jobs[i] = &job{it: it}
+		jobs[i] = &job{it: it, dirs: dirs}
 	}
 	// 1. Decide each item against the local record and the disk. A resync
 	// hashes local files to decide: several at once.
@@ -268,7 +273,7 @@ func (f *Folder) decide(ctx context.Context, j *job) {
 			return
 		}
 		j.local, j.have = local, have
-		st, lerr := f.fs.Lstat(fi.Path)
+		st, lerr := j.dirs.Lstat(fi.Path)
 		if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
 			j.err = lerr
 			return
@@ -413,7 +418,7 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		return out
 	}
 	steps := Plan(chunker.Manifest{Chunks: fi.Chunks}, locate, j.it.sources)
-	temp, err := f.fs.Create(fi.Path, 0o755)
+	temp, err := j.dirs.Create(fi.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -440,7 +445,7 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			data, err := f.obtain(ctx, s)
+			data, err := f.obtain(ctx, fi.Path, s)
 			if err == nil {
 				for _, off := range s.Offsets {
 					if _, err = file.WriteAt(data, off); err != nil {
@@ -471,9 +476,12 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 	return temp, nil
 }
 
-// obtain gets one chunk's bytes: from this node's disk if a copy is still
-// intact, else from the peers that hold it, in the planned order.
-func (f *Folder) obtain(ctx context.Context, s *Step) ([]byte, error) {
+// obtain gets one chunk's bytes of the file at path: from this node's disk
+// if a copy is still intact, else from the peers that hold it, in the
+// planned order. A peer is told where the chunk lies in its version of the
+// file, so that it reads it from there instead of looking it up; it falls
+// back to the lookup when its file changed meanwhile.
+func (f *Folder) obtain(ctx context.Context, path string, s *Step) ([]byte, error) {
 	for _, l := range s.Local {
 		if data, err := f.readLocalChunk(l.Path, l.Offset, s.Ref); err == nil {
 			f.Counters.ChunksLocal.Add(1)
@@ -492,7 +500,8 @@ func (f *Folder) obtain(ctx context.Context, s *Step) ([]byte, error) {
 		if conn == nil {
 			continue
 		}
-		data, err := conn.RequestChunk(ctx, protocol.ChunkRequest{Folder: f.id, Hash: s.Ref.Hash, Length: s.Ref.Length})
+		req := protocol.ChunkRequest{Folder: f.id, Hash: s.Ref.Hash, Length: s.Ref.Length, Path: path, Offset: uint64(s.Offsets[0])}
+		data, err := conn.RequestChunk(ctx, req)
 		if err == nil {
 			f.Counters.ChunksFetched.Add(1)
 			f.Counters.BytesFetched.Add(int64(len(data)))
@@ -514,7 +523,7 @@ func (f *Folder) commit(j *job) error {
 	}
 	// Re-check right before replacing: the window for a local write to be
 	// overwritten is from here to the rename.
-	st, lerr := f.fs.Lstat(fi.Path)
+	st, lerr := j.dirs.Lstat(fi.Path)
 	if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
 		j.abort()
 		return lerr
@@ -567,7 +576,7 @@ func (f *Folder) commit(j *job) error {
 	}
 	var after fs.FileInfo
 	if !fi.Deleted {
-		if after, err = f.fs.Lstat(fi.Path); err != nil {
+		if after, err = j.dirs.Lstat(fi.Path); err != nil {
 			return err
 		}
 	}
