@@ -22,9 +22,15 @@ import (
 
 // Puller limits.
 const (
-	pullBatch       = 1024 // items applied and made durable together
-	fileWorkers     = 16   // files assembled at once
-	chunksPerFile   = 8    // chunk requests in flight per file
+	pullBatch     = 1024 // items applied and made durable together
+	fileWorkers   = 16   // files assembled at once
+	chunksPerFile = 8    // chunk requests in flight per file
+	// A file of at most smallFile bytes is fetched into memory, up to
+	// smallFetchers at once, and written out whole by one of diskWorkers,
+	// so that waiting on the network and on the disk overlap.
+	smallFile       = 64 << 10
+	smallFetchers   = 32
+	diskWorkers     = 2
 	errNoSourceWait = 2 * time.Second
 	// resyncPoll is how often an idle resync checks whether the peers'
 	// indexes have all arrived.
@@ -140,25 +146,56 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 		assemble = append(assemble, j)
 	}
 	plan := chooseFlush(len(assemble))
+	seal := func(j *job, temp *vfs.Temp, err error) {
+		if err == nil {
+			if err = temp.Seal(f.meta(&j.it.info), plan == flushEach); err != nil {
+				temp.Abort()
+				temp = nil
+			}
+		}
+		j.temp, j.err = temp, err
+	}
+	type fetched struct {
+		j    *job
+		data []byte
+	}
+	toDisk := make(chan fetched, smallFetchers)
+	var disk sync.WaitGroup
+	for range diskWorkers {
+		disk.Go(func() {
+			for x := range toDisk {
+				temp, err := f.writeWhole(x.j, x.data)
+				seal(x.j, temp, err)
+			}
+		})
+	}
 	sem := make(chan struct{}, fileWorkers)
+	fetchSem := make(chan struct{}, smallFetchers)
 	var wg sync.WaitGroup
 	for _, j := range assemble {
+		if j.it.info.Size <= smallFile {
+			fetchSem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-fetchSem }()
+				data, err := f.fetch(ctx, j)
+				if err != nil {
+					j.err = err
+					return
+				}
+				toDisk <- fetched{j, data}
+			})
+			continue
+		}
 		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer func() { <-sem }()
 			temp, err := f.assemble(ctx, j)
-			if err == nil {
-				if err = temp.Seal(f.meta(&j.it.info), plan == flushEach); err != nil {
-					temp.Abort()
-					temp = nil
-				}
-			}
-			j.temp, j.err = temp, err
-		}()
+			seal(j, temp, err)
+		})
 	}
 	wg.Wait()
+	close(toDisk)
+	disk.Wait()
 	// 3. Flush the temp files of a large batch together, then commit under
 	// the scanner's lock, so a scan never sees a file renamed but not
 	// recorded.
@@ -389,9 +426,9 @@ func diskMatches(r *index.Record, have bool, st fs.FileInfo, exists bool) bool {
 	return true
 }
 
-// assemble writes the remote file under a temp name from local and remote
-// chunks.
-func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
+// steps plans how the remote file of j is put together from local and
+// remote chunks.
+func (f *Folder) steps(j *job) []Step {
 	fi := &j.it.info
 	// Chunks that the local version lacks may still hold its bytes, cut
 	// differently next to an edit: try where they would lie in it.
@@ -417,7 +454,50 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		}
 		return out
 	}
-	steps := Plan(chunker.Manifest{Chunks: fi.Chunks}, locate, j.it.sources)
+	return Plan(chunker.Manifest{Chunks: fi.Chunks}, locate, j.it.sources)
+}
+
+// fetch gets the whole content of j's remote file into memory, from local
+// and remote chunks, one chunk after another: small files are fetched many
+// at once instead.
+func (f *Folder) fetch(ctx context.Context, j *job) ([]byte, error) {
+	fi := &j.it.info
+	steps := f.steps(j)
+	buf := make([]byte, fi.Size)
+	for i := range steps {
+		s := &steps[i]
+		data, err := f.obtain(ctx, fi.Path, s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: chunk %s: %w", fi.Path, s.Ref.Hash.Short(), err)
+		}
+		for _, off := range s.Offsets {
+			if off < 0 || off+int64(len(data)) > int64(len(buf)) {
+				return nil, fmt.Errorf("%s: chunk %s at %d lies beyond the size %d", fi.Path, s.Ref.Hash.Short(), off, fi.Size)
+			}
+			copy(buf[off:], data)
+		}
+	}
+	return buf, nil
+}
+
+// writeWhole writes the content of j's file under a temp name.
+func (f *Folder) writeWhole(j *job, data []byte) (*vfs.Temp, error) {
+	temp, err := j.dirs.Create(j.it.info.Path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := temp.File().Write(data); err != nil {
+		temp.Abort()
+		return nil, fmt.Errorf("write %s: %w", j.it.info.Path, err)
+	}
+	return temp, nil
+}
+
+// assemble writes the remote file under a temp name from local and remote
+// chunks, several chunks at once.
+func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
+	fi := &j.it.info
+	steps := f.steps(j)
 	temp, err := j.dirs.Create(fi.Path)
 	if err != nil {
 		return nil, err
