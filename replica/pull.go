@@ -40,6 +40,18 @@ const (
 var errNoSource = errors.New("no connected peer holds this version")
 
 func (f *Folder) pullLoop(ctx context.Context) {
+	// pending is a batch of files fetched and written under temp names but
+	// not yet committed: it is committed while the next batch is fetched,
+	// so that the network and the disk flushes overlap. Its paths are not
+	// taken again until it is done.
+	var pending *batch
+	busy := func(path string) bool { return pending != nil && pending.paths[path] }
+	finishPending := func() {
+		if pending != nil {
+			f.finish(ctx, pending)
+			pending = nil
+		}
+	}
 	for {
 		wake := f.queue.wake.C()
 		f.mu.Lock()
@@ -48,9 +60,13 @@ func (f *Folder) pullLoop(ctx context.Context) {
 		if f.pause == "" {
 			// A paused folder takes nothing from peers: its root may be
 			// gone, or an operator must first decide about deletions.
-			items, next = f.queue.take(f.now(), pullBatch)
+			items, next = f.queue.take(f.now(), pullBatch, busy)
 		}
 		f.mu.Unlock()
+		if len(items) == 0 && pending != nil {
+			finishPending()
+			continue
+		}
 		if len(items) > 0 {
 			f.set(func() { f.pulling = true })
 			// Directories first, committed and recorded on their own:
@@ -65,10 +81,22 @@ func (f *Folder) pullLoop(ctx context.Context) {
 				}
 			}
 			if len(dirs) > 0 {
+				finishPending()
 				f.applyBatch(ctx, dirs)
 			}
 			if len(rest) > 0 {
-				f.applyBatch(ctx, rest)
+				if pending == nil {
+					pending = f.prepare(ctx, rest)
+					continue
+				}
+				done := make(chan struct{})
+				go func(b *batch) {
+					defer close(done)
+					f.finish(ctx, b)
+				}(pending)
+				b := f.prepare(ctx, rest)
+				<-done
+				pending = b
 			}
 			continue
 		}
@@ -117,12 +145,31 @@ type job struct {
 	dirs *vfs.Dirs
 }
 
+// batch is a set of items being applied together: prepared (decided, and
+// files written under temp names), then finished (made durable, committed,
+// recorded and confirmed).
+type batch struct {
+	jobs  []*job
+	paths map[string]bool
+	plan  flush
+	dirs  *vfs.Dirs
+	r     *resyncState
+}
+
+// applyBatch applies items from start to end.
 func (f *Folder) applyBatch(ctx context.Context, items []*item) {
+	f.finish(ctx, f.prepare(ctx, items))
+}
+
+// prepare decides each item and writes the files to take under temp
+// names. The batch's directory handles stay open until finish.
+func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 	dirs := f.fs.Dirs(0o755)
-	defer dirs.Close()
 	jobs := make([]*job, len(items))
+	paths := make(map[string]bool, len(items))
 	for i, it := range items {
 		jobs[i] = &job{it: it, dirs: dirs}
+		paths[it.info.Path] = true
 	}
 	// 1. Decide each item against the local record and the disk. A resync
 	// hashes local files to decide: several at once.
@@ -196,6 +243,14 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 	wg.Wait()
 	close(toDisk)
 	disk.Wait()
+	return &batch{jobs: jobs, paths: paths, plan: plan, dirs: dirs, r: r}
+}
+
+// finish makes a prepared batch durable, commits it and records it, then
+// finishes or requeues each item.
+func (f *Folder) finish(ctx context.Context, b *batch) {
+	defer b.dirs.Close()
+	jobs, plan, r := b.jobs, b.plan, b.r
 	// 3. Flush the temp files of a large batch together, then commit under
 	// the scanner's lock, so a scan never sees a file renamed but not
 	// recorded.

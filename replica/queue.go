@@ -167,17 +167,25 @@ func (q *queue) requeue(it *item, now time.Time) {
 
 // take removes and returns up to n items that are due, ordered for
 // applying: directories before their contents, deletions deepest first
-// after everything else. It also returns when the next item not yet due
-// is. Folder.mu must be held.
-func (q *queue) take(now time.Time, n int) ([]*item, time.Time) {
+// after everything else. Items whose path is busy (still being applied in
+// another version; busy may be nil) stay queued. It also returns when the
+// next item not yet due is. Folder.mu must be held.
+func (q *queue) take(now time.Time, n int, busy func(path string) bool) ([]*item, time.Time) {
 	for q.later.Len() > 0 && !q.later.items[0].notBefore.After(now) {
 		heap.Push(&q.due, heap.Pop(&q.later))
 	}
-	var due []*item
+	var due, held []*item
 	for len(due) < n && q.due.Len() > 0 {
 		it := heap.Pop(&q.due).(*item)
+		if busy != nil && busy(it.info.Path) {
+			held = append(held, it)
+			continue
+		}
 		delete(q.items, it.info.Path)
 		due = append(due, it)
+	}
+	for _, it := range held {
+		heap.Push(&q.due, it)
 	}
 	var next time.Time
 	if q.later.Len() > 0 {

@@ -57,7 +57,7 @@ func TestQueueTakeOrder(t *testing.T) {
 	now := time.Unix(1000, 0)
 	var got []string
 	for f.queue.len() > 0 {
-		batch, next := f.queue.take(now, 64)
+		batch, next := f.queue.take(now, 64, nil)
 		if len(batch) == 0 || len(batch) > 64 || !next.IsZero() {
 			t.Fatalf("take returned %d items, next %v", len(batch), next)
 		}
@@ -80,13 +80,13 @@ func TestQueueBackoffAndMerge(t *testing.T) {
 	v := func(n uint64) conflict.Vector { return conflict.Vector{{Node: 1, Value: n}} }
 	addInfo(t, f, protocol.FileInfo{Path: "a/b", Version: v(1)})
 	addInfo(t, f, protocol.FileInfo{Path: "c", Version: v(1)})
-	batch, _ := f.queue.take(now, 10)
+	batch, _ := f.queue.take(now, 10, nil)
 	if !slices.Equal(paths(batch), []string{"c", "a/b"}) {
 		t.Fatalf("first take = %v", paths(batch))
 	}
 	f.queue.requeue(batch[0], now)
 	f.queue.requeue(batch[1], now)
-	batch, next := f.queue.take(now, 10)
+	batch, next := f.queue.take(now, 10, nil)
 	if len(batch) != 0 || next != now.Add(200*time.Millisecond) {
 		t.Fatalf("take during backoff = %v, next %v", paths(batch), next)
 	}
@@ -94,24 +94,46 @@ func TestQueueBackoffAndMerge(t *testing.T) {
 	// not deleted.
 	addInfo(t, f, protocol.FileInfo{Path: "a/b", Version: v(2), Deleted: true})
 	addInfo(t, f, protocol.FileInfo{Path: "z/y/x", Version: v(1)})
-	batch, next = f.queue.take(now, 10)
+	batch, next = f.queue.take(now, 10, nil)
 	if !slices.Equal(paths(batch), []string{"z/y/x", "a/b"}) || next != now.Add(200*time.Millisecond) {
 		t.Fatalf("take = %v, next %v", paths(batch), next)
 	}
 	if !batch[1].info.Deleted {
 		t.Fatal("the merged item lost the newer version")
 	}
-	batch, next = f.queue.take(now.Add(200*time.Millisecond), 10)
+	batch, next = f.queue.take(now.Add(200*time.Millisecond), 10, nil)
 	if !slices.Equal(paths(batch), []string{"c"}) || !next.IsZero() || f.queue.len() != 0 {
 		t.Fatalf("take after the backoff = %v, next %v, %d left", paths(batch), next, f.queue.len())
 	}
 	// clear empties both heaps.
 	addInfo(t, f, protocol.FileInfo{Path: "q", Version: v(1)})
-	batch, _ = f.queue.take(now, 10)
+	batch, _ = f.queue.take(now, 10, nil)
 	f.queue.requeue(batch[0], now)
 	addInfo(t, f, protocol.FileInfo{Path: "r", Version: v(1)})
 	f.queue.clear()
-	if batch, next := f.queue.take(now.Add(time.Hour), 10); len(batch) != 0 || !next.IsZero() || f.queue.len() != 0 {
+	if batch, next := f.queue.take(now.Add(time.Hour), 10, nil); len(batch) != 0 || !next.IsZero() || f.queue.len() != 0 {
 		t.Fatalf("after clear: %v, next %v", paths(batch), next)
+	}
+}
+
+// A path still being applied in another version stays queued, without
+// holding back the items after it.
+func TestQueueTakeSkipsBusy(t *testing.T) {
+	f := queueFolder()
+	for _, p := range []string{"a", "b", "c", "d"} {
+		addInfo(t, f, protocol.FileInfo{Path: p, Version: conflict.Vector{{Node: 1, Value: 1}}})
+	}
+	now := time.Unix(1000, 0)
+	busy := func(p string) bool { return p == "a" || p == "c" }
+	batch, _ := f.queue.take(now, 10, busy)
+	if !slices.Equal(paths(batch), []string{"b", "d"}) || f.queue.len() != 2 {
+		t.Fatalf("take = %v with %d left, want [b d] and 2", paths(batch), f.queue.len())
+	}
+	if batch, _ := f.queue.take(now, 10, busy); len(batch) != 0 {
+		t.Fatalf("took busy paths %v", paths(batch))
+	}
+	batch, _ = f.queue.take(now, 1, nil)
+	if !slices.Equal(paths(batch), []string{"a"}) {
+		t.Fatalf("take once free = %v, want [a]", paths(batch))
 	}
 }
