@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrDirMoved is returned when a directory handle no longer is the
@@ -24,6 +27,7 @@ type Dir struct {
 	folder   *Folder
 	rel      string   // "." for the folder root
 	root     *os.Root // the directory itself
+	file     *os.File // the directory, for the *at calls os.Root lacks
 	dev, ino uint64
 }
 
@@ -48,8 +52,15 @@ func (f *Folder) OpenDir(rel string, create bool, perm fs.FileMode) (*Dir, error
 			return nil, err
 		}
 	}
-	d := &Dir{folder: f, rel: rel, root: r}
-	fi, err := r.Stat(".")
+	d := &Dir{folder: f, rel: rel, root: r, file: f.rootDir}
+	var fi fs.FileInfo
+	var err error
+	if rel != "." {
+		d.file, err = r.Open(".")
+	}
+	if err == nil {
+		fi, err = d.file.Stat()
+	}
 	if err == nil {
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		if !ok {
@@ -78,6 +89,9 @@ func (d *Dir) Path() string { return d.rel }
 func (d *Dir) Close() error {
 	if d.root == d.folder.root {
 		return nil
+	}
+	if d.file != nil {
+		d.file.Close()
 	}
 	return d.root.Close()
 }
@@ -122,10 +136,14 @@ func (d *Dir) Create(name string) (*Temp, error) {
 		return nil, err
 	}
 	tmp := tempName(".")
-	file, err := d.root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	// A file opened with openat(2) and wrapped by os.NewFile skips what
+	// os.Root.OpenFile adds for files that could be polled.
+	fd, err := unix.Openat(int(d.file.Fd()), tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	runtime.KeepAlive(d.file)
 	if err != nil {
 		return nil, fmt.Errorf("create temporary file for %s: %w", join(d.rel, name), err)
 	}
+	file := os.NewFile(uintptr(fd), join(d.rel, tmp))
 	return &Temp{dir: d, file: file, name: name, tmp: tmp, rel: join(d.rel, name)}, nil
 }
 

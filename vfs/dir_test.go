@@ -175,3 +175,40 @@ func TestOpenDirRefusesSymlinks(t *testing.T) {
 		t.Fatalf("real holds %v", entries)
 	}
 }
+
+func TestOpenRefusesSymlinks(t *testing.T) {
+	f, dir := open(t)
+	if err := os.MkdirAll(filepath.Join(dir, "a/b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a/b/c"), []byte("c"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("c", filepath.Join(dir, "a/b/l")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("b", filepath.Join(dir, "a/lb")); err != nil {
+		t.Fatal(err)
+	}
+	file, err := f.Open("a/b/c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	if n, _ := file.Read(b); string(b[:n]) != "c" {
+		t.Fatalf("read %q", b[:n])
+	}
+	file.Close()
+	if _, err := f.Open("a/b/l"); err == nil {
+		t.Error("opened a symlink")
+	}
+	if _, err := f.Open("a/lb/c"); !errors.Is(err, ErrSymlinkParent) {
+		t.Errorf("open through a symlinked parent = %v, want ErrSymlinkParent", err)
+	}
+	if _, err := f.Open("a/missing/c"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("open under a missing directory = %v, want ErrNotExist", err)
+	}
+	if _, err := f.Open("a/b/c/d"); err == nil || errors.Is(err, ErrSymlinkParent) {
+		t.Errorf("open under a file = %v, want an error other than ErrSymlinkParent", err)
+	}
+}

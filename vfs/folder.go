@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -22,7 +23,10 @@ var ErrSymlinkParent = errors.New("parent is a symlink")
 // Folder is an open synced folder. Its methods are safe for concurrent use.
 type Folder struct {
 	root *os.Root
-	dir  string
+	// rootDir is the root directory open for the *at system calls that
+	// os.Root does not offer.
+	rootDir *os.File
+	dir     string
 }
 
 // Open opens the folder at dir. The folder keeps referring to the same
@@ -33,14 +37,22 @@ func Open(dir string) (*Folder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open folder: %w", err)
 	}
-	return &Folder{root: r, dir: dir}, nil
+	d, err := r.Open(".")
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("open folder: %w", err)
+	}
+	return &Folder{root: r, rootDir: d, dir: dir}, nil
 }
 
 // Dir returns the path the folder was opened with.
 func (f *Folder) Dir() string { return f.dir }
 
 // Close releases the folder's directory handle.
-func (f *Folder) Close() error { return f.root.Close() }
+func (f *Folder) Close() error {
+	f.rootDir.Close()
+	return f.root.Close()
+}
 
 // RootInfo stats the folder root through the open handle.
 func (f *Folder) RootInfo() (fs.FileInfo, error) { return f.root.Stat(".") }
@@ -53,10 +65,43 @@ func (f *Folder) Readlink(rel string) (string, error) { return f.root.Readlink(r
 
 // Open opens rel for reading. It refuses symlinks, at the end or in a parent.
 func (f *Folder) Open(rel string) (*os.File, error) {
-	if err := f.checkParents(rel); err != nil {
+	if err := CheckPath(rel); err != nil {
 		return nil, err
 	}
-	return f.root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	// Each component is opened from the one before without following a
+	// symlink: fewer calls than checking the parents and then opening
+	// through os.Root, and no window between the check and the open.
+	dirfd, parentFd := int(f.rootDir.Fd()), -1
+	defer func() {
+		if parentFd >= 0 {
+			unix.Close(parentFd)
+		}
+		runtime.KeepAlive(f.rootDir)
+	}()
+	start := 0
+	for {
+		i := strings.IndexByte(rel[start:], '/')
+		if i < 0 {
+			break
+		}
+		end := start + i
+		fd, err := unix.Openat(dirfd, rel[start:end], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if fi, lerr := f.root.Lstat(rel[:end]); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				return nil, fmt.Errorf("%s: %w", rel[:end], ErrSymlinkParent)
+			}
+			return nil, &fs.PathError{Op: "open", Path: rel, Err: err}
+		}
+		if parentFd >= 0 {
+			unix.Close(parentFd)
+		}
+		parentFd, dirfd, start = fd, fd, end+1
+	}
+	fd, err := unix.Openat(dirfd, rel[start:], unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: rel, Err: err}
+	}
+	return os.NewFile(uintptr(fd), rel), nil
 }
 
 // checkParents verifies that every parent directory of rel exists as a real
