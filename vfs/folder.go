@@ -260,12 +260,11 @@ func (t *Temp) Commit() error {
 		err = t.dir.Verify()
 	}
 	if err == nil {
-		if fi, lerr := t.dir.root.Lstat(t.name); lerr == nil && fi.IsDir() {
+		// rename(2) refuses to put a file over a directory (EISDIR).
+		err = t.dir.root.Rename(t.tmp, t.name)
+		if errors.Is(err, syscall.EISDIR) {
 			err = fmt.Errorf("%s is a directory", t.rel)
 		}
-	}
-	if err == nil {
-		err = t.dir.root.Rename(t.tmp, t.name)
 	}
 	if err != nil {
 		t.file.Close()
