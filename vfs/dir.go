@@ -28,6 +28,7 @@ type Dir struct {
 	rel      string   // "." for the folder root
 	root     *os.Root // the directory itself
 	file     *os.File // the directory, for the *at calls os.Root lacks
+	fd       int      // file's descriptor, taken once (File.Fd is not free)
 	dev, ino uint64
 }
 
@@ -59,6 +60,7 @@ func (f *Folder) OpenDir(rel string, create bool, perm fs.FileMode) (*Dir, error
 		d.file, err = r.Open(".")
 	}
 	if err == nil {
+		d.fd = int(d.file.Fd())
 		fi, err = d.file.Stat()
 	}
 	if err == nil {
@@ -138,7 +140,7 @@ func (d *Dir) Create(name string) (*Temp, error) {
 	tmp := tempName(".")
 	// A file opened with openat(2) and wrapped by os.NewFile skips what
 	// os.Root.OpenFile adds for files that could be polled.
-	fd, err := unix.Openat(int(d.file.Fd()), tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(d.fd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	runtime.KeepAlive(d.file)
 	if err != nil {
 		return nil, fmt.Errorf("create temporary file for %s: %w", join(d.rel, name), err)

@@ -2,9 +2,11 @@ package vfs
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -210,5 +212,53 @@ func TestOpenRefusesSymlinks(t *testing.T) {
 	}
 	if _, err := f.Open("a/b/c/d"); err == nil || errors.Is(err, ErrSymlinkParent) {
 		t.Errorf("open under a file = %v, want an error other than ErrSymlinkParent", err)
+	}
+}
+
+// Many writers share a batch's handles, as the puller's workers do.
+func TestDirsConcurrent(t *testing.T) {
+	f, dir := open(t)
+	ds := f.Dirs(0o755)
+	defer ds.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 8 {
+				rel := fmt.Sprintf("d%d/f%d-%d", i%3, w, i)
+				tmp, err := ds.Create(rel)
+				if err == nil {
+					_, err = tmp.File().WriteString(rel)
+				}
+				if err == nil {
+					err = tmp.Seal(Meta{Mode: 0o644, MTime: time.Now()}, false)
+				}
+				if err == nil {
+					err = tmp.Commit()
+				}
+				if err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	n := 0
+	for i := range 3 {
+		entries, _ := os.ReadDir(filepath.Join(dir, fmt.Sprintf("d%d", i)))
+		for _, e := range entries {
+			b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("d%d", i), e.Name()))
+			if string(b) != fmt.Sprintf("d%d/%s", i, e.Name()) {
+				t.Errorf("%s holds %q", e.Name(), b)
+			}
+			n++
+		}
+	}
+	if n != 64 {
+		t.Fatalf("%d files, want 64", n)
 	}
 }

@@ -26,6 +26,7 @@ type Folder struct {
 	// rootDir is the root directory open for the *at system calls that
 	// os.Root does not offer.
 	rootDir *os.File
+	rootFd  int // rootDir's descriptor
 	dir     string
 }
 
@@ -42,7 +43,7 @@ func Open(dir string) (*Folder, error) {
 		r.Close()
 		return nil, fmt.Errorf("open folder: %w", err)
 	}
-	return &Folder{root: r, rootDir: d, dir: dir}, nil
+	return &Folder{root: r, rootDir: d, rootFd: int(d.Fd()), dir: dir}, nil
 }
 
 // Dir returns the path the folder was opened with.
@@ -71,7 +72,7 @@ func (f *Folder) Open(rel string) (*os.File, error) {
 	// Each component is opened from the one before without following a
 	// symlink: fewer calls than checking the parents and then opening
 	// through os.Root, and no window between the check and the open.
-	dirfd, parentFd := int(f.rootDir.Fd()), -1
+	dirfd, parentFd := f.rootFd, -1
 	defer func() {
 		if parentFd >= 0 {
 			unix.Close(parentFd)
