@@ -37,6 +37,11 @@ func (m Manifest) Equal(o Manifest) bool { return slices.Equal(m.Chunks, o.Chunk
 // file content can have the hash of some manifest by construction.
 const manifestContext = "lockstep 2026-01-01 chunker manifest v1"
 
+// manifestHasher is keyed once with manifestContext and never written to:
+// each Hash starts from a copy, which costs less than deriving the key
+// again.
+var manifestHasher = blake3.NewDeriveKey(manifestContext)
+
 // Hash returns the whole-file hash derived from the chunk list: BLAKE3-256 in
 // key-derivation mode with context "lockstep 2026-01-01 chunker manifest v1"
 // over, for each chunk in order, its 32-byte hash followed by its length as
@@ -48,7 +53,7 @@ const manifestContext = "lockstep 2026-01-01 chunker manifest v1"
 // compute from an index without reading the file, and equal manifests of
 // files chunked with the same Params mean equal content.
 func (m Manifest) Hash() Hash {
-	h := blake3.NewDeriveKey(manifestContext)
+	h := manifestHasher.Clone()
 	var rec [HashSize + 4]byte
 	for _, c := range m.Chunks {
 		copy(rec[:HashSize], c.Hash[:])

@@ -22,9 +22,15 @@ import (
 
 // Puller limits.
 const (
-	pullBatch       = 1024 // items applied and made durable together
-	fileWorkers     = 16   // files assembled at once
-	chunksPerFile   = 8    // chunk requests in flight per file
+	pullBatch     = 1024 // items applied and made durable together
+	fileWorkers   = 16   // files assembled at once
+	chunksPerFile = 8    // chunk requests in flight per file
+	// A file of at most smallFile bytes is fetched into memory, up to
+	// smallFetchers at once, and written out whole by one of diskWorkers,
+	// so that waiting on the network and on the disk overlap.
+	smallFile       = 64 << 10
+	smallFetchers   = 32
+	diskWorkers     = 2
 	errNoSourceWait = 2 * time.Second
 	// resyncPoll is how often an idle resync checks whether the peers'
 	// indexes have all arrived.
@@ -34,6 +40,18 @@ const (
 var errNoSource = errors.New("no connected peer holds this version")
 
 func (f *Folder) pullLoop(ctx context.Context) {
+	// pending is a batch of files fetched and written under temp names but
+	// not yet committed: it is committed while the next batch is fetched,
+	// so that the network and the disk flushes overlap. Its paths are not
+	// taken again until it is done.
+	var pending *batch
+	busy := func(path string) bool { return pending != nil && pending.paths[path] }
+	finishPending := func() {
+		if pending != nil {
+			f.finish(ctx, pending)
+			pending = nil
+		}
+	}
 	for {
 		wake := f.queue.wake.C()
 		f.mu.Lock()
@@ -42,9 +60,13 @@ func (f *Folder) pullLoop(ctx context.Context) {
 		if f.pause == "" {
 			// A paused folder takes nothing from peers: its root may be
 			// gone, or an operator must first decide about deletions.
-			items, next = f.queue.take(f.now(), pullBatch)
+			items, next = f.queue.take(f.now(), pullBatch, busy)
 		}
 		f.mu.Unlock()
+		if len(items) == 0 && pending != nil {
+			finishPending()
+			continue
+		}
 		if len(items) > 0 {
 			f.set(func() { f.pulling = true })
 			// Directories first, committed and recorded on their own:
@@ -59,10 +81,22 @@ func (f *Folder) pullLoop(ctx context.Context) {
 				}
 			}
 			if len(dirs) > 0 {
+				finishPending()
 				f.applyBatch(ctx, dirs)
 			}
 			if len(rest) > 0 {
-				f.applyBatch(ctx, rest)
+				if pending == nil {
+					pending = f.prepare(ctx, rest)
+					continue
+				}
+				done := make(chan struct{})
+				go func(b *batch) {
+					defer close(done)
+					f.finish(ctx, b)
+				}(pending)
+				b := f.prepare(ctx, rest)
+				<-done
+				pending = b
 			}
 			continue
 		}
@@ -106,12 +140,36 @@ type job struct {
 	// place (the content was already here).
 	metaOnly bool
 	err      error
+	// dirs holds the batch's directories open: each is opened and checked
+	// once instead of the path being walked for every call.
+	dirs *vfs.Dirs
 }
 
+// batch is a set of items being applied together: prepared (decided, and
+// files written under temp names), then finished (made durable, committed,
+// recorded and confirmed).
+type batch struct {
+	jobs  []*job
+	paths map[string]bool
+	plan  flush
+	dirs  *vfs.Dirs
+	r     *resyncState
+}
+
+// applyBatch applies items from start to end.
 func (f *Folder) applyBatch(ctx context.Context, items []*item) {
+	f.finish(ctx, f.prepare(ctx, items))
+}
+
+// prepare decides each item and writes the files to take under temp
+// names. The batch's directory handles stay open until finish.
+func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
+	dirs := f.fs.Dirs(0o755)
 	jobs := make([]*job, len(items))
+	paths := make(map[string]bool, len(items))
 	for i, it := range items {
-		jobs[i] = &job{it: it}
+		jobs[i] = &job{it: it, dirs: dirs}
+		paths[it.info.Path] = true
 	}
 	// 1. Decide each item against the local record and the disk. A resync
 	// hashes local files to decide: several at once.
@@ -135,25 +193,64 @@ func (f *Folder) applyBatch(ctx context.Context, items []*item) {
 		assemble = append(assemble, j)
 	}
 	plan := chooseFlush(len(assemble))
+	seal := func(j *job, temp *vfs.Temp, err error) {
+		if err == nil {
+			if err = temp.Seal(f.meta(&j.it.info), plan == flushEach); err != nil {
+				temp.Abort()
+				temp = nil
+			}
+		}
+		j.temp, j.err = temp, err
+	}
+	type fetched struct {
+		j    *job
+		data []byte
+	}
+	toDisk := make(chan fetched, smallFetchers)
+	var disk sync.WaitGroup
+	for range diskWorkers {
+		disk.Go(func() {
+			for x := range toDisk {
+				temp, err := f.writeWhole(x.j, x.data)
+				seal(x.j, temp, err)
+			}
+		})
+	}
 	sem := make(chan struct{}, fileWorkers)
+	fetchSem := make(chan struct{}, smallFetchers)
 	var wg sync.WaitGroup
 	for _, j := range assemble {
+		if j.it.info.Size <= smallFile {
+			fetchSem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-fetchSem }()
+				data, err := f.fetch(ctx, j)
+				if err != nil {
+					j.err = err
+					return
+				}
+				toDisk <- fetched{j, data}
+			})
+			continue
+		}
 		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer func() { <-sem }()
 			temp, err := f.assemble(ctx, j)
-			if err == nil {
-				if err = temp.Seal(f.meta(&j.it.info), plan == flushEach); err != nil {
-					temp.Abort()
-					temp = nil
-				}
-			}
-			j.temp, j.err = temp, err
-		}()
+			seal(j, temp, err)
+		})
 	}
 	wg.Wait()
+	close(toDisk)
+	disk.Wait()
+	return &batch{jobs: jobs, paths: paths, plan: plan, dirs: dirs, r: r}
+}
+
+// finish makes a prepared batch durable, commits it and records it, then
+// finishes or requeues each item.
+func (f *Folder) finish(ctx context.Context, b *batch) {
+	defer b.dirs.Close()
+	jobs, plan, r := b.jobs, b.plan, b.r
 	// 3. Flush the temp files of a large batch together, then commit under
 	// the scanner's lock, so a scan never sees a file renamed but not
 	// recorded.
@@ -267,7 +364,7 @@ func (f *Folder) decide(ctx context.Context, j *job) {
 			return
 		}
 		j.local, j.have = local, have
-		st, lerr := f.fs.Lstat(fi.Path)
+		st, lerr := j.dirs.Lstat(fi.Path)
 		if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
 			j.err = lerr
 			return
@@ -377,9 +474,9 @@ func diskMatches(r *index.Record, have bool, st fs.FileInfo, exists bool) bool {
 	return true
 }
 
-// assemble writes the remote file under a temp name from local and remote
-// chunks.
-func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
+// steps plans how the remote file of j is put together from local and
+// remote chunks.
+func (f *Folder) steps(j *job) []Step {
 	fi := &j.it.info
 	// Chunks that the local version lacks may still hold its bytes, cut
 	// differently next to an edit: try where they would lie in it.
@@ -405,8 +502,51 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		}
 		return out
 	}
-	steps := Plan(chunker.Manifest{Chunks: fi.Chunks}, locate, j.it.sources)
-	temp, err := f.fs.Create(fi.Path, 0o755)
+	return Plan(chunker.Manifest{Chunks: fi.Chunks}, locate, j.it.sources)
+}
+
+// fetch gets the whole content of j's remote file into memory, from local
+// and remote chunks, one chunk after another: small files are fetched many
+// at once instead.
+func (f *Folder) fetch(ctx context.Context, j *job) ([]byte, error) {
+	fi := &j.it.info
+	steps := f.steps(j)
+	buf := make([]byte, fi.Size)
+	for i := range steps {
+		s := &steps[i]
+		data, err := f.obtain(ctx, fi.Path, s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: chunk %s: %w", fi.Path, s.Ref.Hash.Short(), err)
+		}
+		for _, off := range s.Offsets {
+			if off < 0 || off+int64(len(data)) > int64(len(buf)) {
+				return nil, fmt.Errorf("%s: chunk %s at %d lies beyond the size %d", fi.Path, s.Ref.Hash.Short(), off, fi.Size)
+			}
+			copy(buf[off:], data)
+		}
+	}
+	return buf, nil
+}
+
+// writeWhole writes the content of j's file under a temp name.
+func (f *Folder) writeWhole(j *job, data []byte) (*vfs.Temp, error) {
+	temp, err := j.dirs.Create(j.it.info.Path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := temp.File().Write(data); err != nil {
+		temp.Abort()
+		return nil, fmt.Errorf("write %s: %w", j.it.info.Path, err)
+	}
+	return temp, nil
+}
+
+// assemble writes the remote file under a temp name from local and remote
+// chunks, several chunks at once.
+func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
+	fi := &j.it.info
+	steps := f.steps(j)
+	temp, err := j.dirs.Create(fi.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +573,7 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			data, err := f.obtain(ctx, s)
+			data, err := f.obtain(ctx, fi.Path, s)
 			if err == nil {
 				for _, off := range s.Offsets {
 					if _, err = file.WriteAt(data, off); err != nil {
@@ -464,9 +604,12 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 	return temp, nil
 }
 
-// obtain gets one chunk's bytes: from this node's disk if a copy is still
-// intact, else from the peers that hold it, in the planned order.
-func (f *Folder) obtain(ctx context.Context, s *Step) ([]byte, error) {
+// obtain gets one chunk's bytes of the file at path: from this node's disk
+// if a copy is still intact, else from the peers that hold it, in the
+// planned order. A peer is told where the chunk lies in its version of the
+// file, so that it reads it from there instead of looking it up; it falls
+// back to the lookup when its file changed meanwhile.
+func (f *Folder) obtain(ctx context.Context, path string, s *Step) ([]byte, error) {
 	for _, l := range s.Local {
 		if data, err := f.readLocalChunk(l.Path, l.Offset, s.Ref); err == nil {
 			f.Counters.ChunksLocal.Add(1)
@@ -485,7 +628,8 @@ func (f *Folder) obtain(ctx context.Context, s *Step) ([]byte, error) {
 		if conn == nil {
 			continue
 		}
-		data, err := conn.RequestChunk(ctx, protocol.ChunkRequest{Folder: f.id, Hash: s.Ref.Hash, Length: s.Ref.Length})
+		req := protocol.ChunkRequest{Folder: f.id, Hash: s.Ref.Hash, Length: s.Ref.Length, Path: path, Offset: uint64(s.Offsets[0])}
+		data, err := conn.RequestChunk(ctx, req)
 		if err == nil {
 			f.Counters.ChunksFetched.Add(1)
 			f.Counters.BytesFetched.Add(int64(len(data)))
@@ -507,7 +651,7 @@ func (f *Folder) commit(j *job) error {
 	}
 	// Re-check right before replacing: the window for a local write to be
 	// overwritten is from here to the rename.
-	st, lerr := f.fs.Lstat(fi.Path)
+	st, lerr := j.dirs.Lstat(fi.Path)
 	if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
 		j.abort()
 		return lerr
@@ -571,7 +715,7 @@ func (f *Folder) commit(j *job) error {
 	}
 	var after fs.FileInfo
 	if !fi.Deleted {
-		if after, err = f.fs.Lstat(fi.Path); err != nil {
+		if after, err = j.dirs.Lstat(fi.Path); err != nil {
 			return err
 		}
 	}

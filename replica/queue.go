@@ -1,8 +1,8 @@
 package replica
 
 import (
+	"container/heap"
 	"context"
-	"sort"
 	"strings"
 	"time"
 
@@ -26,6 +26,9 @@ type item struct {
 	attempts  int
 	notBefore time.Time
 	lastErr   error
+	// pos is the item's place in the heap that holds it (queue.due when
+	// it is due, else queue.later); -1 while it is in neither.
+	pos int
 }
 
 type wait struct {
@@ -35,14 +38,74 @@ type wait struct {
 
 // queue holds the items waiting for the puller. It is guarded by
 // Folder.mu, except for the tokens, which bound its size.
+//
+// Every queued item is in items and in one of two heaps: due, ordered for
+// applying (applyOrder), holds the items that may be taken; later, ordered
+// by notBefore, those waiting out a backoff (or that did when queued). take moves the items whose
+// time has come from later to due and pops the batch off due, so a take
+// costs in proportion to the batch, not to the whole queue.
 type queue struct {
 	items  map[string]*item
+	due    itemHeap
+	later  itemHeap
 	tokens chan struct{}
 	wake   *signal
 }
 
 func newQueue() *queue {
-	return &queue{items: map[string]*item{}, tokens: make(chan struct{}, maxQueue), wake: newSignal()}
+	q := &queue{items: map[string]*item{}, tokens: make(chan struct{}, maxQueue), wake: newSignal()}
+	q.due.less = func(a, b *item) bool { return applyOrder(&a.info, &b.info) }
+	q.later.less = func(a, b *item) bool { return a.notBefore.Before(b.notBefore) }
+	return q
+}
+
+// itemHeap is a container/heap of items that keeps each item's pos.
+type itemHeap struct {
+	items []*item
+	less  func(a, b *item) bool
+}
+
+func (h *itemHeap) Len() int           { return len(h.items) }
+func (h *itemHeap) Less(i, j int) bool { return h.less(h.items[i], h.items[j]) }
+func (h *itemHeap) Swap(i, j int) {
+	h.items[i], h.items[j] = h.items[j], h.items[i]
+	h.items[i].pos, h.items[j].pos = i, j
+}
+func (h *itemHeap) Push(x any) {
+	it := x.(*item)
+	it.pos = len(h.items)
+	h.items = append(h.items, it)
+}
+func (h *itemHeap) Pop() any {
+	n := len(h.items) - 1
+	it := h.items[n]
+	h.items[n] = nil
+	h.items = h.items[:n]
+	it.pos = -1
+	return it
+}
+
+// put adds it to items and to the heap it belongs in.
+func (q *queue) put(it *item) {
+	q.items[it.info.Path] = it
+	if it.notBefore.IsZero() {
+		heap.Push(&q.due, it)
+	} else {
+		heap.Push(&q.later, it)
+	}
+}
+
+// unheap removes it from whichever heap holds it.
+func (q *queue) unheap(it *item) {
+	if it.pos < 0 {
+		return
+	}
+	if it.pos < len(q.due.items) && q.due.items[it.pos] == it {
+		heap.Remove(&q.due, it.pos)
+	} else if it.pos < len(q.later.items) && q.later.items[it.pos] == it {
+		heap.Remove(&q.later, it.pos)
+	}
+	it.pos = -1
 }
 
 // len returns the number of queued items; Folder.mu must be held.
@@ -67,16 +130,19 @@ func (q *queue) add(ctx context.Context, f *Folder, from conflict.NodeID, fi *pr
 		it.waits = append(it.waits, w)
 		switch conflict.Resolve(infoVersion(&it.info), infoVersion(fi)) {
 		case conflict.Take, conflict.TakeConflict:
+			// Its place in the heaps changes: deleted or not, due now.
+			q.unheap(it)
 			it.info = *fi
 			it.sources = []conflict.NodeID{from}
 			it.attempts, it.notBefore = 0, time.Time{}
+			q.put(it)
 		default:
 			if it.info.Version.Compare(fi.Version) == conflict.Equal && !containsNode(it.sources, from) {
 				it.sources = append(it.sources, from)
 			}
 		}
 	} else {
-		q.items[fi.Path] = &item{info: *fi, sources: []conflict.NodeID{from}, waits: []wait{w}}
+		q.put(&item{info: *fi, sources: []conflict.NodeID{from}, waits: []wait{w}, pos: -1})
 	}
 	f.mu.Unlock()
 	q.wake.Notify()
@@ -96,31 +162,34 @@ func (q *queue) requeue(it *item, now time.Time) {
 		<-q.tokens
 		return
 	}
-	q.items[it.info.Path] = it
+	q.put(it)
 }
 
 // take removes and returns up to n items that are due, ordered for
 // applying: directories before their contents, deletions deepest first
-// after everything else. It also returns when the next item not yet due
-// is. Folder.mu must be held.
-func (q *queue) take(now time.Time, n int) ([]*item, time.Time) {
-	var due []*item
-	var next time.Time
-	for _, it := range q.items {
-		if it.notBefore.After(now) {
-			if next.IsZero() || it.notBefore.Before(next) {
-				next = it.notBefore
-			}
+// after everything else. Items whose path is busy (still being applied in
+// another version; busy may be nil) stay queued. It also returns when the
+// next item not yet due is. Folder.mu must be held.
+func (q *queue) take(now time.Time, n int, busy func(path string) bool) ([]*item, time.Time) {
+	for q.later.Len() > 0 && !q.later.items[0].notBefore.After(now) {
+		heap.Push(&q.due, heap.Pop(&q.later))
+	}
+	var due, held []*item
+	for len(due) < n && q.due.Len() > 0 {
+		it := heap.Pop(&q.due).(*item)
+		if busy != nil && busy(it.info.Path) {
+			held = append(held, it)
 			continue
 		}
+		delete(q.items, it.info.Path)
 		due = append(due, it)
 	}
-	sort.Slice(due, func(i, j int) bool { return applyOrder(&due[i].info, &due[j].info) })
-	if len(due) > n {
-		due = due[:n]
+	for _, it := range held {
+		heap.Push(&q.due, it)
 	}
-	for _, it := range due {
-		delete(q.items, it.info.Path)
+	var next time.Time
+	if q.later.Len() > 0 {
+		next = q.later.items[0].notBefore
 	}
 	return due, next
 }
@@ -128,10 +197,12 @@ func (q *queue) take(now time.Time, n int) ([]*item, time.Time) {
 // clear drops every queued item (a resync starts the peers' streams
 // over). Folder.mu must be held.
 func (q *queue) clear() {
-	for path := range q.items {
+	for path, it := range q.items {
 		delete(q.items, path)
+		it.pos = -1
 		<-q.tokens
 	}
+	q.due.items, q.later.items = nil, nil
 }
 
 // release frees the queue slots of finished items.

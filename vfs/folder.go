@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -22,7 +23,11 @@ var ErrSymlinkParent = errors.New("parent is a symlink")
 // Folder is an open synced folder. Its methods are safe for concurrent use.
 type Folder struct {
 	root *os.Root
-	dir  string
+	// rootDir is the root directory open for the *at system calls that
+	// os.Root does not offer.
+	rootDir *os.File
+	rootFd  int // rootDir's descriptor
+	dir     string
 }
 
 // Open opens the folder at dir. The folder keeps referring to the same
@@ -33,14 +38,22 @@ func Open(dir string) (*Folder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open folder: %w", err)
 	}
-	return &Folder{root: r, dir: dir}, nil
+	d, err := r.Open(".")
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("open folder: %w", err)
+	}
+	return &Folder{root: r, rootDir: d, rootFd: int(d.Fd()), dir: dir}, nil
 }
 
 // Dir returns the path the folder was opened with.
 func (f *Folder) Dir() string { return f.dir }
 
 // Close releases the folder's directory handle.
-func (f *Folder) Close() error { return f.root.Close() }
+func (f *Folder) Close() error {
+	f.rootDir.Close()
+	return f.root.Close()
+}
 
 // RootInfo stats the folder root through the open handle.
 func (f *Folder) RootInfo() (fs.FileInfo, error) { return f.root.Stat(".") }
@@ -53,10 +66,43 @@ func (f *Folder) Readlink(rel string) (string, error) { return f.root.Readlink(r
 
 // Open opens rel for reading. It refuses symlinks, at the end or in a parent.
 func (f *Folder) Open(rel string) (*os.File, error) {
-	if err := f.checkParents(rel); err != nil {
+	if err := CheckPath(rel); err != nil {
 		return nil, err
 	}
-	return f.root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	// Each component is opened from the one before without following a
+	// symlink: fewer calls than checking the parents and then opening
+	// through os.Root, and no window between the check and the open.
+	dirfd, parentFd := f.rootFd, -1
+	defer func() {
+		if parentFd >= 0 {
+			unix.Close(parentFd)
+		}
+		runtime.KeepAlive(f.rootDir)
+	}()
+	start := 0
+	for {
+		i := strings.IndexByte(rel[start:], '/')
+		if i < 0 {
+			break
+		}
+		end := start + i
+		fd, err := unix.Openat(dirfd, rel[start:end], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if fi, lerr := f.root.Lstat(rel[:end]); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				return nil, fmt.Errorf("%s: %w", rel[:end], ErrSymlinkParent)
+			}
+			return nil, &fs.PathError{Op: "open", Path: rel, Err: err}
+		}
+		if parentFd >= 0 {
+			unix.Close(parentFd)
+		}
+		parentFd, dirfd, start = fd, fd, end+1
+	}
+	fd, err := unix.Openat(dirfd, rel[start:], unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: rel, Err: err}
+	}
+	return os.NewFile(uintptr(fd), rel), nil
 }
 
 // checkParents verifies that every parent directory of rel exists as a real
@@ -132,31 +178,33 @@ type Meta struct {
 // asked, flushes it — then Commit, or Abort at any point. A Temp is not
 // safe for concurrent use.
 type Temp struct {
-	folder *Folder
+	dir    *Dir
+	ownDir bool // dir was opened for this file alone: close it when done
 	file   *os.File
-	rel    string // final name
-	tmp    string // temporary name, same directory
+	rel    string // final path
+	name   string // final name in dir
+	tmp    string // temporary name in dir
 	sealed bool
 }
 
 // Create starts writing rel: it creates the parent directories if needed
-// (with mode dirPerm) and an empty temporary file beside rel.
+// (with mode dirPerm) and an empty temporary file beside rel. A batch of
+// files is cheaper to write through Dirs, which opens each directory once.
 func (f *Folder) Create(rel string, dirPerm fs.FileMode) (*Temp, error) {
 	if err := CheckPath(rel); err != nil {
 		return nil, err
 	}
-	dir := parent(rel)
-	if dir != "." {
-		if err := f.MkdirAll(dir, dirPerm); err != nil {
-			return nil, err
-		}
-	}
-	tmp := tempName(dir)
-	file, err := f.root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	d, err := f.OpenDir(parent(rel), true, dirPerm)
 	if err != nil {
-		return nil, fmt.Errorf("create temporary file for %s: %w", rel, err)
+		return nil, err
 	}
-	return &Temp{folder: f, file: file, rel: rel, tmp: tmp}, nil
+	t, err := d.Create(rel[strings.LastIndexByte(rel, '/')+1:])
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	t.ownDir = true
+	return t, nil
 }
 
 func tempName(dir string) string {
@@ -200,28 +248,41 @@ func (t *Temp) Seal(meta Meta, sync bool) error {
 // Commit renames the sealed temp file over rel. It does not flush, so that
 // a batch can share one flush (see Seal). On error the temp file is
 // removed.
+//
+// The directory must still be the one the temp file was created in, at the
+// same path and reached without symlinks (Dir.Verify); if it was moved or
+// replaced meanwhile, nothing is renamed.
 func (t *Temp) Commit() error {
 	var err error
 	if !t.sealed {
 		err = errors.New("not sealed")
 	}
 	if err == nil {
-		err = t.folder.checkParents(t.rel)
+		err = t.dir.Verify()
 	}
 	if err == nil {
-		if fi, lerr := t.folder.root.Lstat(t.rel); lerr == nil && fi.IsDir() {
+		// rename(2) refuses to put a file over a directory (EISDIR).
+		err = t.dir.root.Rename(t.tmp, t.name)
+		if errors.Is(err, syscall.EISDIR) {
 			err = fmt.Errorf("%s is a directory", t.rel)
 		}
 	}
-	if err == nil {
-		err = t.folder.root.Rename(t.tmp, t.rel)
-	}
 	if err != nil {
 		t.file.Close()
-		_ = t.folder.root.Remove(t.tmp)
+		_ = t.dir.root.Remove(t.tmp)
+		t.release()
 		return fmt.Errorf("commit %s: %w", t.rel, err)
 	}
+	t.release()
 	return nil
+}
+
+// release closes the temp file's directory if it was opened for it alone.
+func (t *Temp) release() {
+	if t.ownDir {
+		t.dir.Close()
+		t.ownDir = false
+	}
 }
 
 // apply sets the open file's mode, owner and mtime, the mtime last.
@@ -240,13 +301,14 @@ func (t *Temp) apply(meta Meta) error {
 			}
 		}
 	}
-	return t.folder.root.Chtimes(t.tmp, meta.MTime, meta.MTime)
+	return t.dir.root.Chtimes(t.tmp, meta.MTime, meta.MTime)
 }
 
 // Abort discards the temp file.
 func (t *Temp) Abort() error {
 	t.file.Close()
-	if err := t.folder.root.Remove(t.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	defer t.release()
+	if err := t.dir.root.Remove(t.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return nil

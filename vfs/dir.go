@@ -1,0 +1,246 @@
+package vfs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrDirMoved is returned when a directory handle no longer is the
+// directory at its path: the directory was renamed or removed, or a symlink
+// or another entry took its place.
+var ErrDirMoved = errors.New("directory is no longer at its path")
+
+// Dir is a directory of a Folder opened once, so that the calls on its
+// entries each resolve one name instead of walking the whole path again.
+// It was reached without passing through a symlink; Verify checks that it
+// still is the directory at its path, which Temp.Commit does before every
+// rename. Its methods are safe for concurrent use.
+type Dir struct {
+	folder   *Folder
+	rel      string   // "." for the folder root
+	root     *os.Root // the directory itself
+	file     *os.File // the directory, for the *at calls os.Root lacks
+	fd       int      // file's descriptor, taken once (File.Fd is not free)
+	dev, ino uint64
+}
+
+// OpenDir opens the directory rel ("." for the folder root). With create,
+// missing directories are made with mode perm, refusing to pass through
+// symlinks (MkdirAll); without it a missing directory is fs.ErrNotExist.
+func (f *Folder) OpenDir(rel string, create bool, perm fs.FileMode) (*Dir, error) {
+	if rel != "." {
+		if err := CheckPath(rel); err != nil {
+			return nil, err
+		}
+		if create {
+			if err := f.MkdirAll(rel, perm); err != nil {
+				return nil, err
+			}
+		}
+	}
+	r := f.root
+	if rel != "." {
+		var err error
+		if r, err = f.root.OpenRoot(rel); err != nil {
+			return nil, err
+		}
+	}
+	d := &Dir{folder: f, rel: rel, root: r, file: f.rootDir}
+	var fi fs.FileInfo
+	var err error
+	if rel != "." {
+		d.file, err = r.Open(".")
+	}
+	if err == nil {
+		d.fd = int(d.file.Fd())
+		fi, err = d.file.Stat()
+	}
+	if err == nil {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			err = errors.New("no device and inode")
+		} else {
+			d.dev, d.ino = uint64(st.Dev), st.Ino
+		}
+	}
+	if err == nil {
+		// The handle was opened following the path as os.Root does, which
+		// may pass through symlinks inside the folder: make sure that,
+		// walked without them, the path leads to this very directory.
+		err = d.Verify()
+	}
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("open directory %s: %w", rel, err)
+	}
+	return d, nil
+}
+
+// Path returns the directory's path in the folder, "." for the root.
+func (d *Dir) Path() string { return d.rel }
+
+// Close releases the handle.
+func (d *Dir) Close() error {
+	if d.root == d.folder.root {
+		return nil
+	}
+	if d.file != nil {
+		d.file.Close()
+	}
+	return d.root.Close()
+}
+
+// Verify checks that the handle still is the directory at its path: every
+// component of the path is a directory, none a symlink, and the last is
+// the directory the handle holds.
+func (d *Dir) Verify() error {
+	if d.rel == "." {
+		return nil
+	}
+	if err := d.folder.checkParents(d.rel); err != nil {
+		return err
+	}
+	fi, err := d.folder.root.Lstat(d.rel)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: %w", d.rel, ErrDirMoved)
+		}
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || uint64(st.Dev) != d.dev || st.Ino != d.ino {
+		return fmt.Errorf("%s: %w", d.rel, ErrDirMoved)
+	}
+	return nil
+}
+
+// Lstat returns information about the entry name of the directory without
+// following a symlink.
+func (d *Dir) Lstat(name string) (fs.FileInfo, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	return d.root.Lstat(name)
+}
+
+// Create starts writing the entry name of the directory: it creates an
+// empty temporary file beside it. Commit renames it into place.
+func (d *Dir) Create(name string) (*Temp, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	tmp := tempName(".")
+	// A file opened with openat(2) and wrapped by os.NewFile skips what
+	// os.Root.OpenFile adds for files that could be polled.
+	fd, err := unix.Openat(d.fd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	runtime.KeepAlive(d.file)
+	if err != nil {
+		return nil, fmt.Errorf("create temporary file for %s: %w", join(d.rel, name), err)
+	}
+	file := os.NewFile(uintptr(fd), join(d.rel, tmp))
+	return &Temp{dir: d, file: file, name: name, tmp: tmp, rel: join(d.rel, name)}, nil
+}
+
+// checkName accepts one component of a path lockstep may use.
+func checkName(name string) error {
+	if strings.IndexByte(name, '/') >= 0 {
+		return fmt.Errorf("%w %q: not a single name", ErrUnsafePath, name)
+	}
+	return CheckPath(name)
+}
+
+func join(dir, name string) string {
+	if dir == "." {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// Dirs keeps the directories of a batch of entries open, so that each is
+// opened and checked once for the whole batch. It is safe for concurrent
+// use. Close releases every handle.
+type Dirs struct {
+	folder *Folder
+	perm   fs.FileMode
+	mu     sync.Mutex
+	open   map[string]*Dir
+}
+
+// Dirs returns an empty cache of directory handles; directories it creates
+// get mode perm.
+func (f *Folder) Dirs(perm fs.FileMode) *Dirs {
+	return &Dirs{folder: f, perm: perm, open: map[string]*Dir{}}
+}
+
+// Dir returns the open directory rel ("." for the root), opening it —
+// and, with create, making it and its missing parents — when it is not
+// open yet. A missing directory is not remembered: it may be made later.
+func (ds *Dirs) Dir(rel string, create bool) (*Dir, error) {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if d, ok := ds.open[rel]; ok {
+		return d, nil
+	}
+	d, err := ds.folder.OpenDir(rel, create, ds.perm)
+	if err != nil {
+		return nil, err
+	}
+	ds.open[rel] = d
+	return d, nil
+}
+
+// Parent returns the open directory holding rel and rel's last component.
+func (ds *Dirs) Parent(rel string, create bool) (*Dir, string, error) {
+	if err := CheckPath(rel); err != nil {
+		return nil, "", err
+	}
+	i := strings.LastIndexByte(rel, '/')
+	d, err := ds.Dir(parent(rel), create)
+	if err != nil {
+		return nil, "", err
+	}
+	return d, rel[i+1:], nil
+}
+
+// Lstat returns information about rel without following a final symlink.
+// A missing parent directory is reported as fs.ErrNotExist.
+func (ds *Dirs) Lstat(rel string) (fs.FileInfo, error) {
+	d, name, err := ds.Parent(rel, false)
+	if err != nil {
+		return nil, err
+	}
+	return d.Lstat(name)
+}
+
+// Create starts writing rel in its directory, which is made if missing
+// (see Dir.Create).
+func (ds *Dirs) Create(rel string) (*Temp, error) {
+	d, name, err := ds.Parent(rel, true)
+	if err != nil {
+		return nil, err
+	}
+	return d.Create(name)
+}
+
+// Close releases every handle. Temp files created through them must be
+// committed or aborted first.
+func (ds *Dirs) Close() error {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	var first error
+	for rel, d := range ds.open {
+		if err := d.Close(); err != nil && first == nil {
+			first = err
+		}
+		delete(ds.open, rel)
+	}
+	return first
+}
