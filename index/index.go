@@ -54,6 +54,10 @@ type Options struct {
 	// MaintainInterval is the period of Run's maintenance (value-log
 	// garbage collection, removal of reset folders' data). Default 10m.
 	MaintainInterval time.Duration
+
+	// idleAfter is how long after the last write Badger's compactors
+	// are paused (idle.go). Default defaultIdleAfter; tests shorten it.
+	idleAfter time.Duration
 }
 
 // Index is this node's index: every folder's records, sequence log, chunk
@@ -65,6 +69,7 @@ type Index struct {
 	dir  string
 	log  *slog.Logger
 	opts Options
+	idle *idler
 
 	// mu serialises every read-modify-write of records and folder
 	// metadata. Badger's conflict detection is off because of it.
@@ -88,6 +93,9 @@ func Open(dataDir string, o Options) (ix *Index, err error) {
 	}
 	if o.MaintainInterval <= 0 {
 		o.MaintainInterval = DefaultMaintainInterval
+	}
+	if o.idleAfter <= 0 {
+		o.idleAfter = defaultIdleAfter
 	}
 	dir := filepath.Join(dataDir, Subdir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -128,6 +136,7 @@ func Open(dataDir string, o Options) (ix *Index, err error) {
 		}
 		return nil, corrupt(err)
 	}
+	ix.idle = newIdler(db, o.idleAfter)
 	return ix, nil
 }
 
@@ -221,6 +230,7 @@ func (ix *Index) load() error {
 // Close closes the database. Pending writes reach the disk's page cache
 // before it returns.
 func (ix *Index) Close() error {
+	ix.idle.close()
 	if err := ix.db.Close(); err != nil {
 		return fmt.Errorf("close index %s: %w", ix.dir, err)
 	}
