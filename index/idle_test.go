@@ -90,7 +90,7 @@ func TestIdlePausesCompactors(t *testing.T) {
 	// Write several times what level 0 holds before Badger stalls writes
 	// (NumLevelZeroTablesStall memtables), in batches, pausing between
 	// some so that the compactors are paused and resumed on the way.
-	const files = 8000
+	const files = 12000
 	stall := int64(8 * memTableSize)
 	done := make(chan error, 1)
 	go func() {
@@ -104,7 +104,7 @@ func TestIdlePausesCompactors(t *testing.T) {
 				}
 				batch = batch[:0]
 			}
-			if i%2000 == 0 {
+			if i%3000 == 0 {
 				time.Sleep(4 * ix.opts.idleAfter)
 			}
 		}
@@ -124,6 +124,7 @@ func TestIdlePausesCompactors(t *testing.T) {
 			below += l.Size
 		}
 	}
+	t.Logf("%d bytes below level 0 after the writes", below)
 	if below < stall {
 		t.Errorf("%d bytes compacted below level 0, want more than the %d level 0 holds before stalling", below, stall)
 	}

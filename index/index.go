@@ -36,7 +36,6 @@ const Subdir = "index"
 const (
 	memTableSize     = 4 << 20
 	numMemtables     = 2
-	indexCacheSize   = 16 << 20
 	valueThreshold   = 64 << 10
 	valueLogFileSize = 128 << 20
 	numCompactors    = 2
@@ -148,7 +147,7 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithMetricsEnabled(false).
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
-		WithIndexCacheSize(indexCacheSize).
+		WithIndexCacheSize(0).
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(numMemtables).
 		WithNumLevelZeroTables(numMemtables).
