@@ -36,6 +36,7 @@ const Subdir = "index"
 const (
 	memTableSize     = 4 << 20
 	numMemtables     = 2
+	tableSize        = 1 << 20
 	valueThreshold   = 64 << 10
 	valueLogFileSize = 128 << 20
 	numCompactors    = 2
@@ -155,7 +156,8 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithNumCompactors(numCompactors).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(valueLogFileSize).
-		WithNumGoroutines(2)
+		WithNumGoroutines(2).
+		WithBaseTableSize(tableSize)
 	// Tables of one size at every level: a compaction builds up to 13
 	// tables at once, each in a buffer of twice the table size, and
 	// tables that double per level made that hundreds of MiB at a
