@@ -36,7 +36,7 @@ const Subdir = "index"
 const (
 	memTableSize     = 4 << 20
 	numMemtables     = 2
-	indexCacheSize   = 16 << 20
+	tableSize        = 1 << 20
 	valueThreshold   = 64 << 10
 	valueLogFileSize = 128 << 20
 	numCompactors    = 2
@@ -54,6 +54,10 @@ type Options struct {
 	// MaintainInterval is the period of Run's maintenance (value-log
 	// garbage collection, removal of reset folders' data). Default 10m.
 	MaintainInterval time.Duration
+
+	// idleAfter is how long after the last write Badger's compactors
+	// are paused (idle.go). Default defaultIdleAfter; tests shorten it.
+	idleAfter time.Duration
 }
 
 // Index is this node's index: every folder's records, sequence log, chunk
@@ -65,6 +69,7 @@ type Index struct {
 	dir  string
 	log  *slog.Logger
 	opts Options
+	idle *idler
 
 	// mu serialises every read-modify-write of records and folder
 	// metadata. Badger's conflict detection is off because of it.
@@ -88,6 +93,9 @@ func Open(dataDir string, o Options) (ix *Index, err error) {
 	}
 	if o.MaintainInterval <= 0 {
 		o.MaintainInterval = DefaultMaintainInterval
+	}
+	if o.idleAfter <= 0 {
+		o.idleAfter = defaultIdleAfter
 	}
 	dir := filepath.Join(dataDir, Subdir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -128,6 +136,7 @@ func Open(dataDir string, o Options) (ix *Index, err error) {
 		}
 		return nil, corrupt(err)
 	}
+	ix.idle = newIdler(db, o.idleAfter)
 	return ix, nil
 }
 
@@ -139,7 +148,7 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithMetricsEnabled(false).
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
-		WithIndexCacheSize(indexCacheSize).
+		WithIndexCacheSize(0).
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(numMemtables).
 		WithNumLevelZeroTables(numMemtables).
@@ -147,7 +156,8 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithNumCompactors(numCompactors).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(valueLogFileSize).
-		WithNumGoroutines(2)
+		WithNumGoroutines(2).
+		WithBaseTableSize(tableSize)
 	// Tables of one size at every level: a compaction builds up to 13
 	// tables at once, each in a buffer of twice the table size, and
 	// tables that double per level made that hundreds of MiB at a
@@ -221,6 +231,7 @@ func (ix *Index) load() error {
 // Close closes the database. Pending writes reach the disk's page cache
 // before it returns.
 func (ix *Index) Close() error {
+	ix.idle.close()
 	if err := ix.db.Close(); err != nil {
 		return fmt.Errorf("close index %s: %w", ix.dir, err)
 	}

@@ -666,22 +666,44 @@ func TestBadgerLogLevels(t *testing.T) {
 }
 
 func TestRunMaintainsPeriodically(t *testing.T) {
-	ix := openTest(t, t.TempDir())
-	ix.opts.MaintainInterval = time.Minute
+	// The compactors are never paused here: resumed inside the bubble,
+	// they would belong to it.
+	ix, err := Open(t.TempDir(), Options{MaintainInterval: time.Minute, idleAfter: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
 	synctest.Test(t, func(t *testing.T) {
 		var rounds int
 		var mu sync.Mutex
 		ix.maintained = func() { mu.Lock(); rounds++; mu.Unlock() }
+		got := func() int {
+			synctest.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			return rounds
+		}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error)
 		go func() { done <- ix.Run(ctx) }()
-		time.Sleep(3*time.Minute + time.Second)
-		synctest.Wait()
-		mu.Lock()
-		got := rounds
-		mu.Unlock()
-		if got != 3 {
-			t.Errorf("%d maintenance rounds in 3 minutes, want 3", got)
+		time.Sleep(time.Minute + time.Second)
+		if n := got(); n != 1 {
+			t.Errorf("%d maintenance rounds in the first minute, want 1", n)
+		}
+		// Nothing written: the next rounds are skipped.
+		time.Sleep(2 * time.Minute)
+		if n := got(); n != 1 {
+			t.Errorf("%d maintenance rounds after two idle minutes, want still 1", n)
+		}
+		// A write (counted as Apply counts one) brings the next round back.
+		ix.idle.writing()()
+		time.Sleep(time.Minute)
+		if n := got(); n != 2 {
+			t.Errorf("%d maintenance rounds a minute after a write, want 2", n)
+		}
+		time.Sleep(time.Minute)
+		if n := got(); n != 2 {
+			t.Errorf("%d maintenance rounds after another idle minute, want still 2", n)
 		}
 		cancel()
 		if err := <-done; err != nil {

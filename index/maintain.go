@@ -16,6 +16,7 @@ import (
 // chunk locations and peer progress are removed afterwards by Maintain
 // (until then they are invisible).
 func (ix *Index) ResetFolder(folder string) (FolderInfo, error) {
+	defer ix.idle.writing()()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	old, err := ix.ensureFolder(folder)
@@ -51,19 +52,31 @@ func (ix *Index) ResetFolder(folder string) (FolderInfo, error) {
 }
 
 // Run does maintenance every Options.MaintainInterval until ctx is done,
-// then returns nil. It starts no goroutine. A failed round is logged and
-// retried at the next interval.
+// then returns nil. It starts no goroutine. A round is skipped when
+// nothing was written since the last one that succeeded: there is then
+// nothing to collect, and an idle index stays idle. A failed round is
+// logged and retried at the next interval.
 func (ix *Index) Run(ctx context.Context) error {
 	t := time.NewTicker(ix.opts.MaintainInterval)
 	defer t.Stop()
+	var done uint64
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		if err := ix.Maintain(ctx); err != nil && ctx.Err() == nil {
-			ix.log.Warn("index maintenance failed", "err", err)
+		n := ix.idle.written()
+		if !first && n == done {
+			continue
+		}
+		if err := ix.Maintain(ctx); err != nil {
+			if ctx.Err() == nil {
+				ix.log.Warn("index maintenance failed", "err", err)
+			}
+		} else {
+			first, done = false, n
 		}
 		if ix.maintained != nil {
 			ix.maintained()
@@ -79,6 +92,7 @@ const gcDiscardRatio = 0.5
 // behind, then runs Badger's value-log garbage collection until no file is
 // worth rewriting.
 func (ix *Index) Maintain(ctx context.Context) error {
+	defer ix.idle.maintaining()()
 	if err := ix.collectGarbage(ctx); err != nil {
 		return err
 	}

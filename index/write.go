@@ -67,6 +67,7 @@ func (ix *Index) Apply(folder string, ws []Write) error {
 			return fmt.Errorf("index: write folder %q: %q: %d chunks are more than a record holds", folder, ws[i].Record.Path, n)
 		}
 	}
+	defer ix.idle.writing()()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	f, err := ix.ensureFolder(folder)
@@ -385,6 +386,7 @@ func (ix *Index) repairPending() error {
 // sequence-log entries: for deletions every peer has confirmed and that
 // have been kept long enough. Paths without a record are skipped.
 func (ix *Index) Forget(folder string, paths []string) error {
+	defer ix.idle.writing()()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	f, ok := ix.lookupFolder(folder)
@@ -440,6 +442,7 @@ func (ix *Index) Forget(folder string, paths []string) error {
 
 // SetProgress stores where replication with peer stands for folder.
 func (ix *Index) SetProgress(folder string, peer conflict.NodeID, p Progress) error {
+	defer ix.idle.writing()()
 	f, ok := ix.lookupFolder(folder)
 	if !ok {
 		ix.mu.Lock()
@@ -461,6 +464,7 @@ func (ix *Index) SetProgress(folder string, peer conflict.NodeID, p Progress) er
 
 // SetRootDevice records the device of the folder's root directory.
 func (ix *Index) SetRootDevice(folder string, dev uint64) error {
+	defer ix.idle.writing()()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	f, err := ix.ensureFolder(folder)

@@ -113,16 +113,22 @@ func (f *Folder) pullLoop(ctx context.Context) {
 			next = f.now().Add(resyncPoll)
 		}
 		var timer <-chan time.Time
+		var t *time.Timer
 		if !next.IsZero() {
-			t := time.NewTimer(max(next.Sub(f.now()), time.Millisecond))
-			defer t.Stop()
+			t = time.NewTimer(max(next.Sub(f.now()), time.Millisecond))
 			timer = t.C
 		}
 		select {
 		case <-ctx.Done():
-			return
 		case <-wake:
 		case <-timer:
+		}
+		// Not deferred: this loop runs for the folder's lifetime.
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
 }

@@ -56,12 +56,16 @@ type phase struct {
 }
 
 type phaseResult struct {
-	Seconds   float64
-	CPU       float64 // user+system seconds of the whole child
-	Stats     Stats
-	Retry     int
-	HWM       int64 // peak resident set, bytes
-	IndexSize int64 // bytes on disk after the scan
+	Seconds float64
+	CPU     float64 // user+system seconds of the whole child
+	Stats   Stats
+	Retry   int
+	HWM     int64 // peak resident set, bytes
+	// Peaks of the resident set's anonymous part (heap, stacks, Badger's
+	// arenas) and of its file-backed part (mapped index tables), sampled
+	// every 10 ms; they need not peak at the same time.
+	Anon, File int64
+	IndexSize  int64 // bytes on disk after the scan
 }
 
 // benchChild runs one scan in this process and prints its phaseResult.
@@ -87,6 +91,7 @@ func benchChild(spec string) int {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	stopRSS := sampleRSS()
 	start := time.Now()
 	res, err := s.Scan(context.Background())
 	if err == nil {
@@ -105,10 +110,11 @@ func benchChild(spec string) int {
 		}
 	}
 	ix.Close()
+	anon, file := stopRSS()
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	out := phaseResult{Seconds: elapsed.Seconds(), Stats: res.Stats, Retry: len(res.Retry), HWM: vmHWM(),
-		CPU: float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9}
+		Anon: anon, File: file, CPU: float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9}
 	out.IndexSize, _ = dirBytes(filepath.Join(p.Data, index.Subdir))
 	json.NewEncoder(os.Stdout).Encode(out)
 	return 0
@@ -129,6 +135,49 @@ func vmHWM() int64 {
 		}
 	}
 	return -1
+}
+
+// sampleRSS samples the process's anonymous and file-backed resident
+// memory every 10 ms until the returned function is called, which returns
+// the peak of each.
+func sampleRSS() (stop func() (anon, file int64)) {
+	done, result := make(chan struct{}), make(chan [2]int64)
+	go func() {
+		var peak [2]int64
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if a, f, ok := statm(); ok {
+				peak[0], peak[1] = max(peak[0], a), max(peak[1], f)
+			}
+			select {
+			case <-done:
+				result <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		close(done)
+		p := <-result
+		return p[0], p[1]
+	}
+}
+
+// statm returns the resident anonymous and file-backed (with shared
+// memory) bytes from /proc/self/statm.
+func statm() (anon, file int64, ok bool) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, 0, false
+	}
+	var size, resident, shared int64
+	if _, err := fmt.Sscan(string(b), &size, &resident, &shared); err != nil {
+		return 0, 0, false
+	}
+	page := int64(os.Getpagesize())
+	return (resident - shared) * page, shared * page, true
 }
 
 func dirBytes(dir string) (int64, error) {
@@ -165,12 +214,13 @@ func runPhase(b *testing.B, p phase) phaseResult {
 }
 
 func report(b *testing.B, rs []phaseResult, files bool) {
-	var secs, cpu, hwm, idx float64
+	var secs, cpu, hwm, anon, file, idx float64
 	var st Stats
 	for _, r := range rs {
 		secs += r.Seconds
 		cpu += r.CPU
 		hwm = max(hwm, float64(r.HWM))
+		anon, file = max(anon, float64(r.Anon)), max(file, float64(r.File))
 		idx = max(idx, float64(r.IndexSize))
 		st = r.Stats
 	}
@@ -183,6 +233,8 @@ func report(b *testing.B, rs []phaseResult, files bool) {
 		b.ReportMetric(float64(st.BytesHashed)/secs/1e6, "MB/s")
 	}
 	b.ReportMetric(hwm/(1<<20), "rss_MiB")
+	b.ReportMetric(anon/(1<<20), "rss_anon_MiB")
+	b.ReportMetric(file/(1<<20), "rss_file_MiB")
 	b.ReportMetric(idx/(1<<20), "index_MiB")
 	b.ReportMetric(float64(st.Hashed), "hashed")
 }

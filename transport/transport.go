@@ -61,8 +61,8 @@ type Config struct {
 	MaxInFlight    int           // chunk requests this node has in flight per connection (32)
 	MaxServing     int           // chunk requests served at once per connection (32)
 	RequestTimeout time.Duration // deadline of one chunk request, either side (30s)
-	KeepAlive      time.Duration // keep-alive period (5s)
-	IdleTimeout    time.Duration // a silent connection is dead after this (20s)
+	KeepAlive      time.Duration // keep-alive period (20s)
+	IdleTimeout    time.Duration // a silent connection is dead after this (45s)
 	MinBackoff     time.Duration // first redial delay (500ms)
 	MaxBackoff     time.Duration // cap of the redial delay (30s)
 }
@@ -71,11 +71,16 @@ const (
 	defaultMaxInFlight    = 32
 	defaultMaxServing     = 32
 	defaultRequestTimeout = 30 * time.Second
-	defaultKeepAlive      = 5 * time.Second
-	defaultIdleTimeout    = 20 * time.Second
-	defaultMinBackoff     = 500 * time.Millisecond
-	defaultMaxBackoff     = 30 * time.Second
-	dialTimeout           = 10 * time.Second
+	// A keep-alive wakes both ends of a connection: on an idle node the
+	// keep-alives of its connections are most of what is left running.
+	// quic-go sends one at most every half the idle timeout, so that
+	// one lost is not the end of the connection. 20 s also refreshes
+	// the state of NATs and firewalls that forget a UDP flow after 30 s.
+	defaultKeepAlive   = 20 * time.Second
+	defaultIdleTimeout = 45 * time.Second
+	defaultMinBackoff  = 500 * time.Millisecond
+	defaultMaxBackoff  = 30 * time.Second
+	dialTimeout        = 10 * time.Second
 	// stableAfter is how long a connection must have lived for the next
 	// redial to start again without delay.
 	stableAfter = 10 * time.Second
