@@ -214,8 +214,14 @@ func (c *memConn) close()                { c.once.Do(func() { close(c.done) }) }
 
 // link connects a and b until the returned function is called.
 func link(t *testing.T, ctx context.Context, a, b *testNode) (cut func()) {
+	return linkWith(t, ctx, a, b, nil)
+}
+
+// linkWith is link with a hook called on each chunk request b makes of a;
+// an error it returns fails the request.
+func linkWith(t *testing.T, ctx context.Context, a, b *testNode, failBA func(req protocol.ChunkRequest) error) (cut func()) {
 	ab := &memConn{from: a, to: b, in: make(chan protocol.Message, 4), done: make(chan struct{})}
-	ba := &memConn{from: b, to: a, in: make(chan protocol.Message, 4), done: make(chan struct{})}
+	ba := &memConn{from: b, to: a, in: make(chan protocol.Message, 4), done: make(chan struct{}), fail: failBA}
 	ba.done = ab.done
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -597,5 +603,37 @@ func TestOverwriteFetchesOnlyNewBytes(t *testing.T) {
 	}
 	if got := b.engine.Counters.BytesFetched.Load(); got-int64(len(data)) != changed {
 		t.Errorf("the edit fetched %d bytes, want the %d of the chunks holding edited bytes (%d lacked)", got-int64(len(data)), changed, lacking)
+	}
+}
+
+// TestChunkRequestFollowsReplacedConnection: a chunk request whose
+// connection closes under it (two nodes that dialled each other at once
+// keep one connection and close the other) is asked again on the peer's
+// next connection instead of failing the apply into a backoff.
+func TestChunkRequestFollowsReplacedConnection(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	cuts := make(chan func(), 2)
+	var once sync.Once
+	replaced := false
+	first := linkWith(t, ctx, a, b, func(protocol.ChunkRequest) error {
+		once.Do(func() {
+			replaced = true
+			cut := <-cuts
+			cut()
+			go func() { cuts <- link(t, ctx, a, b) }()
+		})
+		return errors.New("closed")
+	})
+	cuts <- first
+	data := randomBytes(9, 200_000)
+	a.write("f.bin", data)
+	eventually(t, "file on b", hasContent(b, "f.bin", data))
+	(<-cuts)()
+	if !replaced {
+		t.Fatal("no chunk request went through the first connection")
+	}
+	if n := b.engine.Counters.Retries.Load(); n != 0 {
+		t.Errorf("%d applies were retried after a backoff; want the request asked again on the new connection", n)
 	}
 }

@@ -90,6 +90,7 @@ type Counters struct {
 	ChunksFetched atomic.Int64 // chunks fetched from peers
 	BytesFetched  atomic.Int64
 	Conflicts     atomic.Int64 // losing versions kept
+	Retries       atomic.Int64 // applies that failed and were queued again
 }
 
 // Folder is the engine of one synced folder. Create it with New, start it

@@ -32,6 +32,14 @@ const (
 	smallFetchers   = 32
 	diskWorkers     = 2
 	errNoSourceWait = 2 * time.Second
+	// retryLogLines is how many failed applies of one batch are logged
+	// one by one; the rest are counted in one line.
+	retryLogLines = 3
+	// newConnWait is how long a chunk request whose connection closed
+	// waits for the peer's next one: two nodes that dialled each other at
+	// once keep one connection and close the other a few ms later, and
+	// the requests in flight on it are not worth a backoff.
+	newConnWait = time.Second
 	// resyncPoll is how often an idle resync checks whether the peers'
 	// indexes have all arrived.
 	resyncPoll = 200 * time.Millisecond
@@ -311,11 +319,22 @@ func (f *Folder) finish(ctx context.Context, b *batch) {
 	f.mu.Lock()
 	done := 0
 	touched := map[conflict.NodeID]bool{}
+	warned, unlogged := 0, 0
+	var lastErr error
 	for _, j := range jobs {
 		if j.err != nil {
 			if ctx.Err() == nil {
+				f.Counters.Retries.Add(1)
 				if j.it.attempts >= 2 || !errors.Is(j.err, errNoSource) {
-					f.log.Warn("could not apply a peer's version; will retry", "path", j.it.info.Path, "err", j.err, "attempt", j.it.attempts+1)
+					// One cause (a peer gone, a full disk) fails a whole
+					// batch: a few lines say what, a last one how many.
+					if warned < retryLogLines {
+						warned++
+						f.log.Warn("could not apply a peer's version; will retry", "path", j.it.info.Path, "err", j.err, "attempt", j.it.attempts+1)
+					} else {
+						unlogged++
+						lastErr = j.err
+					}
 				}
 			}
 			j.it.lastErr = j.err
@@ -342,6 +361,9 @@ func (f *Folder) finish(ctx context.Context, b *batch) {
 		wake = append(wake, f.peers[id].confirm)
 	}
 	f.mu.Unlock()
+	if unlogged > 0 {
+		f.log.Warn("could not apply more of a peer's versions; will retry", "files", unlogged, "last_err", lastErr)
+	}
 	f.queue.release(done)
 	for _, s := range wake {
 		s.Notify()
@@ -625,28 +647,87 @@ func (f *Folder) obtain(ctx context.Context, path string, s *Step) ([]byte, erro
 	}
 	var last error = errNoSource
 	for _, id := range s.Peers {
-		f.mu.Lock()
-		var conn Conn
-		if p := f.peers[id]; p != nil {
-			conn = p.conn
-		}
-		f.mu.Unlock()
+		conn := f.peerConn(id)
 		if conn == nil {
-			continue
+			// Just disconnected: its next connection may be coming.
+			if conn = f.nextConn(ctx, id, nil); conn == nil {
+				continue
+			}
 		}
 		req := protocol.ChunkRequest{Folder: f.id, Hash: s.Ref.Hash, Length: s.Ref.Length, Path: path, Offset: uint64(s.Offsets[0])}
-		data, err := conn.RequestChunk(ctx, req)
-		if err == nil {
-			f.Counters.ChunksFetched.Add(1)
-			f.Counters.BytesFetched.Add(int64(len(data)))
-			return data, nil
-		}
-		last = err
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		for retried := false; ; retried = true {
+			data, err := conn.RequestChunk(ctx, req)
+			if err == nil {
+				f.Counters.ChunksFetched.Add(1)
+				f.Counters.BytesFetched.Add(int64(len(data)))
+				return data, nil
+			}
+			last = err
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if retried || !closed(conn.Done()) {
+				break
+			}
+			// The connection went away under the request: ask again on
+			// the peer's next connection if it comes at once.
+			if conn = f.nextConn(ctx, id, conn); conn == nil {
+				break
+			}
 		}
 	}
 	return nil, last
+}
+
+func (f *Folder) peerConn(id conflict.NodeID) Conn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.peers[id]; p != nil {
+		return p.conn
+	}
+	return nil
+}
+
+// nextConn waits for the peer to be connected on another connection than
+// old, and returns it; nil once the peer has been disconnected for
+// newConnWait, or after newConnWait in all.
+func (f *Folder) nextConn(ctx context.Context, id conflict.NodeID, old Conn) Conn {
+	start := f.now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		f.mu.Lock()
+		var c Conn
+		var gone time.Time
+		if p := f.peers[id]; p != nil {
+			c, gone = p.conn, p.lastSeen
+		}
+		f.mu.Unlock()
+		now := f.now()
+		switch {
+		case c != nil && c != old:
+			return c
+		case c == nil && now.Sub(gone) > newConnWait:
+			// Gone for a while (or never connected): not coming back at once.
+			return nil
+		case now.Sub(start) > newConnWait:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // commit puts a decided item in place on disk and prepares its record.
