@@ -14,7 +14,9 @@
 //   - Decoding never panics and never allocates more than the frame it was
 //     given could describe: every count is checked against the bytes left,
 //     every length against a constant bound (MaxPayload, MaxPathLen,
-//     MaxChunkSize, ...), before anything is allocated.
+//     MaxChunkSize, ...), before anything is allocated. A Compressed frame
+//     may make it allocate its declared plain length, at most 128 times
+//     the compressed bytes and never beyond the reader's payload limit.
 //   - A decoded message is valid: paths are relative, slash-separated and
 //     clean; version vectors satisfy conflict.Vector.Valid; a file's chunk
 //     lengths add up to its size; an index batch's sequences increase inside
