@@ -59,6 +59,9 @@ func TestCompressedControlFollowsHello(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a, b := pair(t, nil, nil)
 			ca, cb := a.nextConn(t), b.nextConn(t)
+			// Once b has a's hello, it has read everything a sent before:
+			// what b counts next is the batch alone.
+			helloWith(t, ca, cb, 0)
 			helloWith(t, cb, ca, tt.features)
 			ctx := context.Background()
 			batch := smallFiles(1000)
@@ -104,6 +107,9 @@ func TestBareChunkResponsesFollowHello(t *testing.T) {
 		}
 		return ca.Stats().Received - before
 	}
+	// Once a has b's hello, it has read everything b sent on its control
+	// stream: what a counts next is chunk responses alone.
+	helloWith(t, cb, ca, 0)
 	full := fetch(chunks[0])
 	helloWith(t, ca, cb, protocol.FeatureChunkDelta) // not offered: as before
 	if again := fetch(chunks[1]); again != full {
