@@ -305,7 +305,7 @@ func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
 	}()
 	short := peerID.Short()
 	log := d.log.With("peer", c.Peer().Name)
-	hello := &protocol.Hello{Version: protocol.Version, ID: d.id.ID, Name: d.cfg.Node.Name, Features: protocol.FeatureChunkDelta}
+	hello := &protocol.Hello{Version: protocol.Version, ID: d.id.ID, Name: d.cfg.Node.Name, Features: protocol.FeatureChunkDelta | transport.Features}
 	var shared []*replica.Folder
 	for _, f := range d.folders {
 		if !f.engine.Shares(short) {

@@ -44,13 +44,21 @@ func AppendFrame(b []byte, m Message) ([]byte, error) {
 }
 
 // Decode decodes one payload of type t. The returned message does not alias
-// payload except for ChunkResponse.Data, which is a subslice of it.
-func Decode(t Type, payload []byte) (Message, error) {
+// payload except for ChunkResponse.Data, which is a subslice of it. A
+// TypeCompressed payload decodes to the message it carries.
+func Decode(t Type, payload []byte) (Message, error) { return decode(t, payload, MaxPayload) }
+
+// decode is Decode with a bound on the payload a Compressed frame may
+// expand to.
+func decode(t Type, payload []byte, max int) (Message, error) {
 	if !t.Known() {
 		return nil, fmt.Errorf("decode: unknown message type %d: %w", uint8(t), ErrProtocol)
 	}
 	if len(payload) > MaxPayload {
 		return nil, fmt.Errorf("decode %s: payload of %d bytes: %w", t, len(payload), ErrTooLarge)
+	}
+	if t == TypeCompressed {
+		return decodeCompressed(payload, max)
 	}
 	d := decoder{b: payload}
 	var m Message
@@ -64,7 +72,9 @@ func Decode(t Type, payload []byte) (Message, error) {
 	case TypeChunkRequest:
 		m = d.chunkRequest()
 	case TypeChunkResponse:
-		m = d.chunkResponse()
+		m = d.chunkResponse(false)
+	case TypeBareChunkResponse:
+		m = d.chunkResponse(true)
 	case TypeError:
 		m = &Error{Code: Code(d.uint32("code")), Message: d.str("message", MaxMessageLen)}
 	case TypePing:
@@ -246,10 +256,13 @@ func (m *ChunkRequest) appendPayload(b []byte) []byte {
 }
 
 // appendHead encodes everything of a ChunkResponse but its data, which
-// follows to the end of the payload.
+// follows to the end of the payload: ID, hash (not in a bare response),
+// code and flags.
 func (m *ChunkResponse) appendHead(b []byte) []byte {
 	b = binary.AppendUvarint(b, m.ID)
-	b = append(b, m.Hash[:]...)
+	if !m.Bare {
+		b = append(b, m.Hash[:]...)
+	}
 	b = binary.AppendUvarint(b, uint64(m.Code))
 	var flags uint64
 	if m.Compressed {
@@ -541,12 +554,12 @@ func (d *decoder) chunkRequest() *ChunkRequest {
 	}
 }
 
-func (d *decoder) chunkResponse() *ChunkResponse {
-	m := &ChunkResponse{
-		ID:   d.uvarint(),
-		Hash: chunker.Hash(d.bytes32()),
-		Code: Code(d.uint32("code")),
+func (d *decoder) chunkResponse(bare bool) *ChunkResponse {
+	m := &ChunkResponse{ID: d.uvarint(), Bare: bare}
+	if !bare {
+		m.Hash = chunker.Hash(d.bytes32())
 	}
+	m.Code = Code(d.uint32("code"))
 	flags := d.uvarint()
 	if flags&^knownRespFlags != 0 {
 		d.fail("unknown response flags %#x", flags)

@@ -32,7 +32,7 @@ func (w *Writer) WriteMessage(m Message) error {
 		if err := r.validate(); err != nil {
 			return fmt.Errorf("encode %s: %w", r.Type(), Error{Code: CodeProtocol, Message: err.Error()})
 		}
-		b := append(w.buf[:0], byte(TypeChunkResponse), 0, 0, 0, 0)
+		b := append(w.buf[:0], byte(r.Type()), 0, 0, 0, 0)
 		b = r.appendHead(b)
 		binary.BigEndian.PutUint32(b[1:], uint32(len(b)-HeaderSize+len(r.Data)))
 		w.buf, bulk = b, r.Data
@@ -70,11 +70,15 @@ type Reader struct {
 	hdr [HeaderSize]byte
 	buf []byte
 	n   int64
+	// inflated is what decompressing Compressed frames added to the bytes
+	// read.
+	inflated int64
 }
 
 // NewReader returns a Reader that refuses payloads longer than maxPayload
-// bytes (MaxPayload when maxPayload is 0 or larger): a stream that only ever
-// carries small messages can say so and bound what a peer makes it allocate.
+// bytes (MaxPayload when maxPayload is 0 or larger), compressed or once
+// decompressed: a stream that only ever carries small messages can say so
+// and bound what a peer makes it allocate.
 func NewReader(r io.Reader, maxPayload int) *Reader {
 	if maxPayload <= 0 || maxPayload > MaxPayload {
 		maxPayload = MaxPayload
@@ -117,7 +121,7 @@ func (r *Reader) ReadMessageInto(buf []byte) (Message, error) {
 		return nil, fmt.Errorf("read %s frame: payload of %d bytes exceeds %d: %w", t, size, r.max, ErrTooLarge)
 	}
 	var payload []byte
-	if t == TypeChunkResponse {
+	if t == TypeChunkResponse || t == TypeBareChunkResponse {
 		if cap(buf) >= int(size) {
 			payload = buf[:size]
 		} else {
@@ -140,8 +144,17 @@ func (r *Reader) ReadMessageInto(buf []byte) (Message, error) {
 		}
 		return nil, fmt.Errorf("read %s frame: %w", t, err)
 	}
-	return Decode(t, payload)
+	m, err := decode(t, payload, r.max)
+	if err == nil && t == TypeCompressed {
+		r.inflated += int64(compressedInflation(payload))
+	}
+	return m, err
 }
 
 // BytesRead returns the number of bytes read so far, headers included.
 func (r *Reader) BytesRead() int64 { return r.n }
+
+// BytesInflated returns how many bytes more the messages read so far would
+// have taken uncompressed: the plain frames that Compressed frames carried,
+// less the Compressed frames.
+func (r *Reader) BytesInflated() int64 { return r.inflated }

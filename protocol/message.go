@@ -44,18 +44,28 @@ const (
 	TypeError         Type = 6
 	TypePing          Type = 7
 	TypePong          Type = 8
-	typeLimit         Type = 9
+	// TypeCompressed carries another message's frame compressed (see
+	// CompressFrame); it decodes to that message, never to a type of its
+	// own. Sent only to a peer that offers FeatureCompressed.
+	TypeCompressed Type = 9
+	// TypeBareChunkResponse is a ChunkResponse without its Hash
+	// (ChunkResponse.Bare). Sent only to a peer that offers
+	// FeatureBareChunkResponse.
+	TypeBareChunkResponse Type = 10
+	typeLimit             Type = 11
 )
 
 var typeNames = [...]string{
-	TypeHello:         "Hello",
-	TypeIndexUpdate:   "IndexUpdate",
-	TypeConfirm:       "Confirm",
-	TypeChunkRequest:  "ChunkRequest",
-	TypeChunkResponse: "ChunkResponse",
-	TypeError:         "Error",
-	TypePing:          "Ping",
-	TypePong:          "Pong",
+	TypeHello:             "Hello",
+	TypeIndexUpdate:       "IndexUpdate",
+	TypeConfirm:           "Confirm",
+	TypeChunkRequest:      "ChunkRequest",
+	TypeChunkResponse:     "ChunkResponse",
+	TypeError:             "Error",
+	TypePing:              "Ping",
+	TypePong:              "Pong",
+	TypeCompressed:        "Compressed",
+	TypeBareChunkResponse: "BareChunkResponse",
 }
 
 func (t Type) String() string {
@@ -76,6 +86,18 @@ type Message interface {
 	validate() error
 	appendPayload(b []byte) []byte
 }
+
+// Feature bits of Hello.Features besides FeatureChunkDelta. Each says what
+// the sender accepts; a node uses a feature toward a peer only when the
+// peer's Hello offers it, so nodes that do not know a bit keep working.
+const (
+	// FeatureCompressed: the sender accepts IndexUpdate and Confirm
+	// messages compressed in TypeCompressed frames.
+	FeatureCompressed uint64 = 1 << 1
+	// FeatureBareChunkResponse: the sender accepts chunk responses without
+	// the echoed hash (ChunkResponse.Bare).
+	FeatureBareChunkResponse uint64 = 1 << 2
+)
 
 // Hello is the first message each side sends on a connection's control
 // stream: who it is and, per shared folder, where its index stands and how
@@ -143,11 +165,16 @@ type ChunkRequest struct {
 // ChunkResponse answers a ChunkRequest: with Data when Code is CodeOK,
 // otherwise with the error code alone. Compressed Data is a zstd frame that
 // decompresses to the requested length.
+//
+// A Bare response leaves Hash off the wire (TypeBareChunkResponse): the ID
+// already names the request it answers, and the requester checks the data
+// against the hash it asked for. A decoded bare response has a zero Hash.
 type ChunkResponse struct {
 	ID         uint64
 	Hash       chunker.Hash
 	Code       Code
 	Compressed bool
+	Bare       bool
 	Data       []byte
 }
 
@@ -157,14 +184,19 @@ type Ping struct{ Nonce uint64 }
 // Pong answers a Ping.
 type Pong struct{ Nonce uint64 }
 
-func (Hello) Type() Type         { return TypeHello }
-func (IndexUpdate) Type() Type   { return TypeIndexUpdate }
-func (Confirm) Type() Type       { return TypeConfirm }
-func (ChunkRequest) Type() Type  { return TypeChunkRequest }
-func (ChunkResponse) Type() Type { return TypeChunkResponse }
-func (Error) Type() Type         { return TypeError }
-func (Ping) Type() Type          { return TypePing }
-func (Pong) Type() Type          { return TypePong }
+func (Hello) Type() Type        { return TypeHello }
+func (IndexUpdate) Type() Type  { return TypeIndexUpdate }
+func (Confirm) Type() Type      { return TypeConfirm }
+func (ChunkRequest) Type() Type { return TypeChunkRequest }
+func (m ChunkResponse) Type() Type {
+	if m.Bare {
+		return TypeBareChunkResponse
+	}
+	return TypeChunkResponse
+}
+func (Error) Type() Type { return TypeError }
+func (Ping) Type() Type  { return TypePing }
+func (Pong) Type() Type  { return TypePong }
 
 // FileType is the kind of a file system entry.
 type FileType uint8

@@ -80,6 +80,8 @@ func samples() []Message {
 		&Ping{Nonce: 99},
 		&Pong{Nonce: 99},
 		&IndexUpdate{Folder: "docroot", Epoch: 1, After: 45, Through: 46, Files: []FileInfo{diffed}},
+		&ChunkResponse{ID: 4, Bare: true, Data: []byte("bare chunk bytes")},
+		&ChunkResponse{ID: 5, Bare: true, Code: CodeBusy},
 	}
 }
 
@@ -155,6 +157,20 @@ func TestAppendFrameMatchesWriter(t *testing.T) {
 		if !bytes.Equal(frame[6:], buf.Bytes()) || string(frame[:6]) != "prefix" {
 			t.Fatalf("%s: AppendFrame and Writer disagree", m.Type())
 		}
+	}
+}
+
+func TestBareResponseLeavesOutTheHash(t *testing.T) {
+	r := &ChunkResponse{ID: 300, Hash: chunker.Sum([]byte("x")), Data: []byte("x")}
+	full, _ := AppendFrame(nil, r)
+	r.Bare = true
+	bare, _ := AppendFrame(nil, r)
+	if len(full)-len(bare) != chunker.HashSize || Type(bare[0]) != TypeBareChunkResponse {
+		t.Fatalf("bare response: %d bytes of type %d, full %d", len(bare), bare[0], len(full))
+	}
+	m, err := Decode(TypeBareChunkResponse, bare[HeaderSize:])
+	if got := m.(*ChunkResponse); err != nil || got.Hash != (chunker.Hash{}) || !got.Bare || got.ID != 300 || string(got.Data) != "x" {
+		t.Fatalf("decoded %+v, %v", m, err)
 	}
 }
 
@@ -420,14 +436,11 @@ func TestErrorCodes(t *testing.T) {
 }
 
 // FuzzDecode feeds arbitrary bytes to the Reader. Whatever decodes must be
-// valid, must encode again, and must decode to the same message.
+// valid, must encode again, and must decode to the same message, plain and
+// (when it compresses) in a Compressed frame.
 func FuzzDecode(f *testing.F) {
-	for _, m := range samples() {
-		b, err := AppendFrame(nil, m)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
+	for _, s := range seedFrames(f) {
+		f.Add(s.frame)
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := NewReader(bytes.NewReader(in), 0)
@@ -444,8 +457,44 @@ func FuzzDecode(f *testing.F) {
 			if err != nil || !reflect.DeepEqual(again, m) {
 				t.Fatalf("re-decoding %#v gave %#v, %v", m, again, err)
 			}
+			if z, ok := CompressFrame(nil, b); ok {
+				again, err := NewReader(bytes.NewReader(z), 0).ReadMessage()
+				if err != nil || !reflect.DeepEqual(again, m) {
+					t.Fatalf("decoding %#v compressed gave %#v, %v", m, again, err)
+				}
+			}
 		}
 	})
+}
+
+type seedFrame struct {
+	name  string
+	frame []byte
+}
+
+// seedFrames returns a frame of every sample message, and Compressed frames
+// of the compressible samples.
+func seedFrames(t testing.TB) []seedFrame {
+	var out []seedFrame
+	for i, m := range samples() {
+		b, err := AppendFrame(nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, seedFrame{fmt.Sprintf("%02d-%s", i, strings.ToLower(m.Type().String())), b})
+	}
+	for i, m := range compressibleSamples() {
+		b, err := AppendFrame(nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		z, ok := CompressFrame(nil, b)
+		if !ok {
+			t.Fatalf("compressible sample %d does not compress", i)
+		}
+		out = append(out, seedFrame{fmt.Sprintf("z%02d-%s", i, strings.ToLower(m.Type().String())), z})
+	}
+	return out
 }
 
 // TestFuzzSeedCorpus keeps testdata/fuzz/FuzzDecode in step with the
@@ -453,13 +502,10 @@ func FuzzDecode(f *testing.F) {
 func TestFuzzSeedCorpus(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
 	types := map[Type]bool{}
-	for i, m := range samples() {
-		b, err := AppendFrame(nil, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		types[m.Type()] = true
-		name := filepath.Join(dir, fmt.Sprintf("%02d-%s", i, strings.ToLower(m.Type().String())))
+	for _, s := range seedFrames(t) {
+		b := s.frame
+		types[Type(b[0])] = true
+		name := filepath.Join(dir, s.name)
 		want := "go test fuzz v1\n[]byte(" + strconv.Quote(string(b)) + ")\n"
 		if *update {
 			os.MkdirAll(dir, 0o755)

@@ -108,7 +108,7 @@ func (c *Conn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, 
 		return fail(err)
 	}
 	resp, ok := m.(*protocol.ChunkResponse)
-	if !ok || resp.ID != req.ID || resp.Hash != req.Hash {
+	if !ok || resp.ID != req.ID || !resp.Bare && resp.Hash != req.Hash {
 		err := fmt.Errorf("answer %s does not match request %d: %w", m.Type(), req.ID, protocol.ErrProtocol)
 		c.protocolError(fmt.Errorf("chunk response from %s: %w", c.peer.Name, err))
 		return fail(err)
@@ -289,7 +289,8 @@ func (c *Conn) serveOne(s *quic.Stream, w *protocol.Writer, req *protocol.ChunkR
 	// The requester giving up (STOP_SENDING) cancels the work.
 	stop := context.AfterFunc(s.Context(), cancel)
 	defer stop()
-	resp := protocol.ChunkResponse{ID: req.ID, Hash: req.Hash}
+	resp := protocol.ChunkResponse{ID: req.ID, Hash: req.Hash,
+		Bare: c.peerFeatures.Load()&protocol.FeatureBareChunkResponse != 0}
 	var data []byte
 	var err error
 	if c.t.cfg.Chunks == nil {

@@ -26,6 +26,11 @@ const (
 	batchBytes = 256 << 10
 )
 
+// Features are the protocol.Hello feature bits a Conn implements: a node
+// offers them in its Hello, and a Conn uses each toward a peer whose Hello
+// offers it.
+const Features = protocol.FeatureCompressed | protocol.FeatureBareChunkResponse
+
 // ErrClosed is returned by the methods of a Conn that has closed; the error
 // wraps it together with the reason (Conn.Err).
 var ErrClosed = errors.New("connection closed")
@@ -43,8 +48,8 @@ type Conn struct {
 	ctx    context.Context // ends when the connection closes
 	cancel context.CancelCauseFunc
 
-	sendq chan *[]byte // encoded control frames, from Send
-	pongq chan uint64  // Pong nonces to answer with, ahead of sendq
+	sendq chan *outFrame // encoded control frames, from Send
+	pongq chan uint64    // Pong nonces to answer with, ahead of sendq
 	recvq chan protocol.Message
 
 	inflight chan struct{}     // one token per chunk request in flight
@@ -55,6 +60,9 @@ type Conn struct {
 	comp     compressor
 
 	closing atomic.Bool // set by the first closeWith
+	// peerFeatures are the Hello.Features of the peer's Hello, once it
+	// has arrived: which of Features to use toward the peer.
+	peerFeatures atomic.Uint64
 
 	mu    sync.Mutex
 	pings map[uint64]chan struct{} // Ping nonces awaiting their Pong
@@ -67,7 +75,7 @@ func newConn(t *Transport, p Peer, qc *quic.Conn, ctrl *quic.ReceiveStream, dial
 	return &Conn{
 		t: t, peer: p, qc: qc, ctrlIn: ctrl, dialed: dialed, start: time.Now(),
 		ctx: ctx, cancel: cancel,
-		sendq:    make(chan *[]byte, sendQueueLen),
+		sendq:    make(chan *outFrame, sendQueueLen),
 		pongq:    make(chan uint64, 4),
 		recvq:    make(chan protocol.Message, recvQueueLen),
 		inflight: make(chan struct{}, t.cfg.MaxInFlight),
@@ -184,31 +192,43 @@ func (c *Conn) poke() {
 // while the queue is full — the peer is reading slowly — until ctx ends or
 // the connection closes. A nil error means queued, not delivered; the
 // message is encoded before Send returns, so the caller may reuse it.
+//
+// Once the peer's Hello has offered protocol.FeatureCompressed, index
+// updates and confirmations go compressed where that makes them shorter.
 func (c *Conn) Send(ctx context.Context, m protocol.Message) error {
 	switch m.Type() {
 	case protocol.TypeHello, protocol.TypeIndexUpdate, protocol.TypeConfirm, protocol.TypeError:
 	default:
 		return fmt.Errorf("send %s to %s: not a control message", m.Type(), c.peer.Name)
 	}
-	buf := getBuffer()
-	b, err := protocol.AppendFrame((*buf)[:0], m)
+	f := getFrame()
+	b, err := protocol.AppendFrame(f.b[:0], m)
 	if err != nil {
-		putBuffer(buf)
+		putFrame(f)
 		return fmt.Errorf("send %s to %s: %w", m.Type(), c.peer.Name, err)
 	}
-	*buf = b
-	return c.enqueue(ctx, buf, m.Type())
+	f.b = b
+	if protocol.Compressible(m.Type()) && c.peerFeatures.Load()&protocol.FeatureCompressed != 0 {
+		z := getFrame()
+		var ok bool
+		if z.b, ok = protocol.CompressFrame(z.b[:0], f.b); ok {
+			z.inflated = len(f.b) - len(z.b)
+			f, z = z, f
+		}
+		putFrame(z)
+	}
+	return c.enqueue(ctx, f, m.Type())
 }
 
-func (c *Conn) enqueue(ctx context.Context, buf *[]byte, t protocol.Type) error {
+func (c *Conn) enqueue(ctx context.Context, f *outFrame, t protocol.Type) error {
 	select {
-	case c.sendq <- buf:
+	case c.sendq <- f:
 		return nil
 	case <-ctx.Done():
-		putBuffer(buf)
+		putFrame(f)
 		return fmt.Errorf("send %s to %s: %w", t, c.peer.Name, ctx.Err())
 	case <-c.ctx.Done():
-		putBuffer(buf)
+		putFrame(f)
 		return fmt.Errorf("send %s to %s: %w", t, c.peer.Name, c.Err())
 	}
 }
@@ -250,10 +270,10 @@ func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
 		delete(c.pings, nonce)
 		c.mu.Unlock()
 	}()
-	buf := getBuffer()
-	*buf, _ = protocol.AppendFrame((*buf)[:0], &protocol.Ping{Nonce: nonce})
+	f := getFrame()
+	f.b, _ = protocol.AppendFrame(f.b[:0], &protocol.Ping{Nonce: nonce})
 	start := time.Now()
-	if err := c.enqueue(ctx, buf, protocol.TypePing); err != nil {
+	if err := c.enqueue(ctx, f, protocol.TypePing); err != nil {
 		return 0, err
 	}
 	select {
@@ -298,29 +318,35 @@ func (c *Conn) writeLoop() {
 	}
 	for {
 		batch = batch[:0]
+		inflated := 0 // what the batch's compressed frames saved
 		select {
 		case <-c.ctx.Done():
 			return
 		case nonce := <-c.pongq:
 			batch = appendPingPong(batch, nonce)
-		case buf := <-c.sendq:
-			batch = append(batch, *buf...)
-			putBuffer(buf)
+		case f := <-c.sendq:
+			batch = append(batch, f.b...)
+			inflated += f.inflated
+			putFrame(f)
 		}
 	gather:
 		for len(batch) < batchBytes {
 			select {
 			case nonce := <-c.pongq:
 				batch = appendPingPong(batch, nonce)
-			case buf := <-c.sendq:
-				batch = append(batch, *buf...)
-				putBuffer(buf)
+			case f := <-c.sendq:
+				batch = append(batch, f.b...)
+				inflated += f.inflated
+				putFrame(f)
 			default:
 				break gather
 			}
 		}
 		n, err := s.Write(batch)
 		c.stats.sent.Add(uint64(n))
+		if n == len(batch) {
+			n += inflated
+		}
 		c.stats.sentRaw.Add(uint64(n))
 		if err != nil {
 			c.closeWith(fmt.Errorf("%w: write control stream: %w", ErrClosed, err), protocol.CodeInternal, "")
@@ -354,8 +380,13 @@ func (c *Conn) readLoop() {
 	}
 	defer s.CancelRead(quic.StreamErrorCode(protocol.CodeCanceled))
 	r := protocol.NewReader(countingReader{s, &c.stats.received, &c.stats.receivedRaw}, 0)
+	var inflated int64
 	for {
 		m, err := r.ReadMessage()
+		if d := r.BytesInflated() - inflated; d != 0 {
+			c.stats.receivedRaw.Add(uint64(d))
+			inflated += d
+		}
 		if err != nil {
 			if c.ctx.Err() != nil || c.qc.Context().Err() != nil {
 				return
@@ -397,6 +428,7 @@ func (c *Conn) readLoop() {
 					Message: fmt.Sprintf("hello names node %s, the certificate %s", identity.NodeID(m.ID), c.peer.ID)}))
 				return
 			}
+			c.peerFeatures.Store(m.Features)
 		}
 		select {
 		case c.recvq <- m:
@@ -408,8 +440,8 @@ func (c *Conn) readLoop() {
 
 // Stats are a connection's byte and chunk counters. Bytes count stream
 // payload (frames), before QUIC's own framing and encryption; Raw counts
-// chunk data at its uncompressed length, so Raw minus the plain count is
-// what compression saved. Packet counts come from QUIC and include
+// chunk data and compressed control messages at their uncompressed length,
+// so Raw minus the plain count is what compression saved. Packet counts come from QUIC and include
 // retransmissions and headers.
 type Stats struct {
 	Sent, Received       uint64 // stream bytes as sent
@@ -466,13 +498,20 @@ func (w countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+// outFrame is an encoded control frame queued for the writer; inflated is
+// how many bytes more it would take uncompressed.
+type outFrame struct {
+	b        []byte
+	inflated int
+}
 
-func getBuffer() *[]byte { return bufferPool.Get().(*[]byte) }
+var framePool = sync.Pool{New: func() any { return &outFrame{b: make([]byte, 0, 4096)} }}
 
-func putBuffer(b *[]byte) {
-	if cap(*b) <= 1<<20 {
-		*b = (*b)[:0]
-		bufferPool.Put(b)
+func getFrame() *outFrame { return framePool.Get().(*outFrame) }
+
+func putFrame(f *outFrame) {
+	if cap(f.b) <= 1<<20 {
+		f.b, f.inflated = f.b[:0], 0
+		framePool.Put(f)
 	}
 }

@@ -48,7 +48,15 @@
 // is tried before the whole. On a fast LAN with modest CPUs this sends
 // chunks raw, on slower links compressible chunks go compressed.
 //
+// Optional behaviour follows the Hello messages (Features): a Conn learns
+// the peer's offered features from the peer's Hello as it passes and uses
+// each toward that peer only when offered. Index updates and confirmations
+// then go compressed (protocol.FeatureCompressed), always worth it for
+// these lists of similar entries, and chunk responses leave out the echoed
+// hash (protocol.FeatureBareChunkResponse). A peer that offers neither gets
+// the plain frames of before.
+//
 // Each Conn counts the bytes it moves (Stats): on the streams as sent and
-// with chunk data at its uncompressed length, chunks and their bytes, and
+// with chunk data and control messages at their uncompressed length, chunks and their bytes, and
 // QUIC's packet bytes, for metrics and for tests that check what was sent.
 package transport
