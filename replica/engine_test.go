@@ -186,6 +186,10 @@ func (c *memConn) Send(ctx context.Context, m protocol.Message) error {
 }
 
 func (c *memConn) RequestChunk(ctx context.Context, req protocol.ChunkRequest) ([]byte, error) {
+	return c.RequestChunkInto(ctx, req, nil)
+}
+
+func (c *memConn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
 	select {
 	case <-c.done:
 		return nil, errors.New("closed")
@@ -196,7 +200,7 @@ func (c *memConn) RequestChunk(ctx context.Context, req protocol.ChunkRequest) (
 			return nil, err
 		}
 	}
-	data, err := c.to.engine.ReadChunk(ctx, req)
+	data, err := c.to.engine.ReadChunk(ctx, req, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -206,6 +210,10 @@ func (c *memConn) RequestChunk(ctx context.Context, req protocol.ChunkRequest) (
 	c.to.mu.Lock()
 	c.to.served += int64(len(data))
 	c.to.mu.Unlock()
+	if cap(buf) >= len(data) {
+		// Like the transport: the data lands in the caller's buffer.
+		data = buf[:copy(buf[:len(data)], data)]
+	}
 	return data, nil
 }
 
