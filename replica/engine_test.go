@@ -607,3 +607,14 @@ func TestOverwriteFetchesOnlyNewBytes(t *testing.T) {
 		t.Errorf("the edit fetched %d bytes, want the %d of the chunks holding edited bytes (%d lacked)", got-int64(len(data)), changed, lacking)
 	}
 }
+
+// A file large enough to be handed to the disk while it is assembled
+// arrives whole and intact, its chunks received into reused buffers.
+func TestLargeFileWrittenBackAlongTheWay(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	defer link(t, ctx, a, b)()
+	data := randomBytes(5, 2*writebackEvery+12_345)
+	a.write("big.bin", data)
+	eventually(t, "large file on b", hasContent(b, "big.bin", data))
+}

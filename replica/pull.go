@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +27,9 @@ const (
 	pullBatch     = 1024 // items applied and made durable together
 	fileWorkers   = 16   // files assembled at once
 	chunksPerFile = 8    // chunk requests in flight per file
+	// A file being assembled is handed to the disk every writebackEvery
+	// bytes (when it has at least two such parts).
+	writebackEvery = 8 << 20
 	// A file of at most smallFile bytes is fetched into memory, up to
 	// smallFetchers at once, and written out whole by one of diskWorkers,
 	// so that waiting on the network and on the disk overlap.
@@ -564,6 +568,19 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A large file is handed to the disk as it arrives, so that the flush
+	// at its end does not have it all to write then.
+	var written atomic.Int64
+	var writeback sync.WaitGroup
+	kick := make(chan struct{}, 1)
+	if fi.Size >= 2*writebackEvery {
+		writeback.Go(func() {
+			for range kick {
+				// Only advice: the flush at Seal is what makes it durable.
+				_ = temp.StartWriteback()
+			}
+		})
+	}
 	sem := make(chan struct{}, chunksPerFile)
 	errc := make(chan error, 1)
 	var wg sync.WaitGroup
@@ -589,6 +606,13 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 						break
 					}
 				}
+				n := int64(len(data) * len(s.Offsets))
+				if w := written.Add(n); w/writebackEvery != (w-n)/writebackEvery {
+					select {
+					case kick <- struct{}{}:
+					default: // one already waiting covers this
+					}
+				}
 			}
 			if err != nil {
 				select {
@@ -600,6 +624,8 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		}()
 	}
 	wg.Wait()
+	close(kick)
+	writeback.Wait()
 	select {
 	case err := <-errc:
 		temp.Abort()
