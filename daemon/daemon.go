@@ -398,12 +398,12 @@ func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
 }
 
 // ReadChunk serves a peer's chunk request (transport.ChunkServer).
-func (d *Daemon) ReadChunk(ctx context.Context, peer identity.NodeID, req protocol.ChunkRequest) ([]byte, error) {
+func (d *Daemon) ReadChunk(ctx context.Context, peer identity.NodeID, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
 	f, ok := d.folders[req.Folder]
 	if !ok || !f.engine.Shares(peer.Short()) {
 		return nil, fmt.Errorf("folder %q: %w", req.Folder, protocol.ErrNoFolder)
 	}
-	return f.engine.ReadChunk(ctx, req)
+	return f.engine.ReadChunk(ctx, req, buf)
 }
 
 // Status answers the control API (control.Backend).

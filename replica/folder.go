@@ -49,6 +49,10 @@ type Conn interface {
 	Send(ctx context.Context, m protocol.Message) error
 	// RequestChunk fetches and verifies one chunk.
 	RequestChunk(ctx context.Context, req protocol.ChunkRequest) ([]byte, error)
+	// RequestChunkInto is RequestChunk receiving into buf when its
+	// capacity suffices (see transport.ChunkBufferSize): the data returned
+	// may lie in buf.
+	RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error)
 	// Done is closed when the connection is gone.
 	Done() <-chan struct{}
 }
@@ -542,14 +546,18 @@ func (f *Folder) quorum() int {
 	return int(f.npeers.Load()) + 1
 }
 
-// readLocalChunk reads a chunk from a local file and verifies it.
-func (f *Folder) readLocalChunk(path string, offset int64, ref chunker.Ref) ([]byte, error) {
+// readLocalChunk reads a chunk from a local file and verifies it. The data
+// is read into buf when its capacity suffices, else into a new slice.
+func (f *Folder) readLocalChunk(path string, offset int64, ref chunker.Ref, buf []byte) ([]byte, error) {
 	file, err := f.fs.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer file.Close()
-	buf := make([]byte, ref.Length)
+	if cap(buf) < int(ref.Length) {
+		buf = make([]byte, ref.Length)
+	}
+	buf = buf[:ref.Length]
 	if _, err := file.ReadAt(buf, offset); err != nil {
 		return nil, err
 	}
@@ -561,11 +569,12 @@ func (f *Folder) readLocalChunk(path string, offset int64, ref chunker.Ref) ([]b
 
 var errChanged = errors.New("content changed since it was indexed")
 
-// ReadChunk serves a peer's chunk request from this folder's files.
-func (f *Folder) ReadChunk(ctx context.Context, req protocol.ChunkRequest) ([]byte, error) {
+// ReadChunk serves a peer's chunk request from this folder's files, reading
+// into buf when its capacity suffices (see transport.ChunkServer).
+func (f *Folder) ReadChunk(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
 	ref := chunker.Ref{Hash: req.Hash, Length: req.Length}
 	if req.Path != "" {
-		if data, err := f.readLocalChunk(req.Path, int64(req.Offset), ref); err == nil {
+		if data, err := f.readLocalChunk(req.Path, int64(req.Offset), ref, buf); err == nil {
 			return data, nil
 		}
 	}
@@ -577,7 +586,7 @@ func (f *Folder) ReadChunk(ctx context.Context, req protocol.ChunkRequest) ([]by
 		if l.Folder != f.id || l.Length != req.Length {
 			continue
 		}
-		if data, err := f.readLocalChunk(l.Path, l.Offset, ref); err == nil {
+		if data, err := f.readLocalChunk(l.Path, l.Offset, ref, buf); err == nil {
 			return data, nil
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"lockstep/control"
 	"lockstep/index"
 	"lockstep/protocol"
+	"lockstep/transport"
 	"lockstep/vfs"
 )
 
@@ -25,6 +27,9 @@ const (
 	pullBatch     = 1024 // items applied and made durable together
 	fileWorkers   = 16   // files assembled at once
 	chunksPerFile = 8    // chunk requests in flight per file
+	// A file being assembled is handed to the disk every writebackEvery
+	// bytes (when it has at least two such parts).
+	writebackEvery = 8 << 20
 	// A file of at most smallFile bytes is fetched into memory, up to
 	// smallFetchers at once, and written out whole by one of diskWorkers,
 	// so that waiting on the network and on the disk overlap.
@@ -542,7 +547,7 @@ func (f *Folder) fetch(ctx context.Context, j *job) ([]byte, error) {
 	buf := make([]byte, fi.Size)
 	for i := range steps {
 		s := &steps[i]
-		data, err := f.obtain(ctx, fi.Path, s)
+		data, err := f.obtain(ctx, fi.Path, s, nil)
 		if err != nil {
 			return nil, fmt.Errorf("%s: chunk %s: %w", fi.Path, s.Ref.Hash.Short(), err)
 		}
@@ -585,6 +590,19 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A large file is handed to the disk as it arrives, so that the flush
+	// at its end does not have it all to write then.
+	var written atomic.Int64
+	var writeback sync.WaitGroup
+	kick := make(chan struct{}, 1)
+	if fi.Size >= 2*writebackEvery {
+		writeback.Go(func() {
+			for range kick {
+				// Only advice: the flush at Seal is what makes it durable.
+				_ = temp.StartWriteback()
+			}
+		})
+	}
 	sem := make(chan struct{}, chunksPerFile)
 	errc := make(chan error, 1)
 	var wg sync.WaitGroup
@@ -601,11 +619,20 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			data, err := f.obtain(ctx, fi.Path, s)
+			buf := getChunkBuf(int(s.Ref.Length))
+			defer putChunkBuf(buf)
+			data, err := f.obtain(ctx, fi.Path, s, *buf)
 			if err == nil {
 				for _, off := range s.Offsets {
 					if _, err = file.WriteAt(data, off); err != nil {
 						break
+					}
+				}
+				n := int64(len(data) * len(s.Offsets))
+				if w := written.Add(n); w/writebackEvery != (w-n)/writebackEvery {
+					select {
+					case kick <- struct{}{}:
+					default: // one already waiting covers this
 					}
 				}
 			}
@@ -619,6 +646,8 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		}()
 	}
 	wg.Wait()
+	close(kick)
+	writeback.Wait()
 	select {
 	case err := <-errc:
 		temp.Abort()
@@ -632,14 +661,32 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 	return temp, nil
 }
 
+// chunkBufs holds buffers that chunks are received into while a file is
+// assembled: each chunk is written out before its buffer is reused, so
+// nothing is allocated and cleared per chunk.
+var chunkBufs sync.Pool
+
+func getChunkBuf(length int) *[]byte {
+	if b, ok := chunkBufs.Get().(*[]byte); ok && cap(*b) >= transport.ChunkBufferSize(length) {
+		return b
+	}
+	// Sized for the largest chunk of the default parameters, so that one
+	// buffer fits any chunk of a file cut with them.
+	b := make([]byte, transport.ChunkBufferSize(max(length, chunker.DefaultParams.Max)))
+	return &b
+}
+
+func putChunkBuf(b *[]byte) { chunkBufs.Put(b) }
+
 // obtain gets one chunk's bytes of the file at path: from this node's disk
 // if a copy is still intact, else from the peers that hold it, in the
 // planned order. A peer is told where the chunk lies in its version of the
 // file, so that it reads it from there instead of looking it up; it falls
-// back to the lookup when its file changed meanwhile.
-func (f *Folder) obtain(ctx context.Context, path string, s *Step) ([]byte, error) {
+// back to the lookup when its file changed meanwhile. The data may be
+// received into buf (nil: a new slice).
+func (f *Folder) obtain(ctx context.Context, path string, s *Step, buf []byte) ([]byte, error) {
 	for _, l := range s.Local {
-		if data, err := f.readLocalChunk(l.Path, l.Offset, s.Ref); err == nil {
+		if data, err := f.readLocalChunk(l.Path, l.Offset, s.Ref, buf); err == nil {
 			f.Counters.ChunksLocal.Add(1)
 			f.Counters.BytesLocal.Add(int64(len(data)))
 			return data, nil
@@ -656,7 +703,7 @@ func (f *Folder) obtain(ctx context.Context, path string, s *Step) ([]byte, erro
 		}
 		req := protocol.ChunkRequest{Folder: f.id, Hash: s.Ref.Hash, Length: s.Ref.Length, Path: path, Offset: uint64(s.Offsets[0])}
 		for retried := false; ; retried = true {
-			data, err := conn.RequestChunk(ctx, req)
+			data, err := conn.RequestChunkInto(ctx, req, buf)
 			if err == nil {
 				f.Counters.ChunksFetched.Add(1)
 				f.Counters.BytesFetched.Add(int64(len(data)))

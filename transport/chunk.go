@@ -244,6 +244,11 @@ func (c *Conn) serve(s *quic.Stream) {
 	s.SetPriority(responseUrgency, false)
 	r := protocol.NewReader(countingReader{s, &c.stats.received, &c.stats.receivedRaw}, maxRequestFrame)
 	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
+	// buf is handed to the chunk server for each request in turn: a
+	// response is written whole (and the stream copies what it sends)
+	// before the next request is read, so one buffer per stream serves
+	// them all without allocating and clearing one per chunk.
+	var buf []byte
 	for {
 		// An idle stream waits for its next request without a deadline:
 		// the peer's stream limit (MaxServing) bounds how many wait.
@@ -272,7 +277,10 @@ func (c *Conn) serve(s *quic.Stream) {
 			}
 			return
 		}
-		if !c.serveOne(s, w, req) {
+		if cap(buf) < int(req.Length) && req.Length <= protocol.MaxChunkSize {
+			buf = make([]byte, req.Length)
+		}
+		if !c.serveOne(s, w, req, buf) {
 			abort(protocol.CodeCanceled)
 			return
 		}
@@ -281,7 +289,7 @@ func (c *Conn) serve(s *quic.Stream) {
 
 // serveOne answers req on s; false means the response could not be
 // written and the stream is unusable.
-func (c *Conn) serveOne(s *quic.Stream, w *protocol.Writer, req *protocol.ChunkRequest) bool {
+func (c *Conn) serveOne(s *quic.Stream, w *protocol.Writer, req *protocol.ChunkRequest, buf []byte) bool {
 	deadline := time.Now().Add(c.t.cfg.RequestTimeout)
 	s.SetWriteDeadline(deadline)
 	ctx, cancel := context.WithDeadline(c.ctx, deadline)
@@ -296,7 +304,7 @@ func (c *Conn) serveOne(s *quic.Stream, w *protocol.Writer, req *protocol.ChunkR
 	if c.t.cfg.Chunks == nil {
 		err = protocol.ErrNotFound
 	} else {
-		data, err = c.t.cfg.Chunks.ReadChunk(ctx, c.peer.ID, *req)
+		data, err = c.t.cfg.Chunks.ReadChunk(ctx, c.peer.ID, *req, buf)
 	}
 	switch {
 	case err != nil && ctx.Err() != nil:

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/quic-go/quic-go"
@@ -38,7 +39,7 @@ func newChunkStore(chunks ...[]byte) *chunkStore {
 	return s
 }
 
-func (s *chunkStore) ReadChunk(_ context.Context, _ identity.NodeID, req protocol.ChunkRequest) ([]byte, error) {
+func (s *chunkStore) ReadChunk(_ context.Context, _ identity.NodeID, req protocol.ChunkRequest, _ []byte) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.chunks[req.Hash]
@@ -163,7 +164,7 @@ func TestHashMismatchRejected(t *testing.T) {
 	good := randomChunk(10000)
 	bad := bytes.Clone(good)
 	bad[5000] ^= 1
-	a, _ := pair(t, nil, []nodeOpt{withChunks(chunkFunc(func(context.Context, protocol.ChunkRequest) ([]byte, error) {
+	a, _ := pair(t, nil, []nodeOpt{withChunks(chunkFunc(func(context.Context, protocol.ChunkRequest, []byte) ([]byte, error) {
 		return bad, nil
 	}))})
 	ca := a.nextConn(t)
@@ -179,7 +180,7 @@ func TestHashMismatchRejected(t *testing.T) {
 	}
 	// Compressed corrupt data is rejected the same way.
 	badText, goodText := textChunk(20000, 3), textChunk(20000, 4)
-	a2, _ := pair(t, nil, []nodeOpt{withChunks(chunkFunc(func(context.Context, protocol.ChunkRequest) ([]byte, error) {
+	a2, _ := pair(t, nil, []nodeOpt{withChunks(chunkFunc(func(context.Context, protocol.ChunkRequest, []byte) ([]byte, error) {
 		return badText, nil
 	})), func(c *Config) { c.Compression = CompressAlways }})
 	if _, err := a2.nextConn(t).RequestChunk(context.Background(), req(goodText)); !errors.Is(err, ErrHashMismatch) {
@@ -188,7 +189,7 @@ func TestHashMismatchRejected(t *testing.T) {
 }
 
 func TestServerWrongLengthIsInternalError(t *testing.T) {
-	a, b := pair(t, nil, []nodeOpt{withChunks(chunkFunc(func(context.Context, protocol.ChunkRequest) ([]byte, error) {
+	a, b := pair(t, nil, []nodeOpt{withChunks(chunkFunc(func(context.Context, protocol.ChunkRequest, []byte) ([]byte, error) {
 		return []byte("short"), nil
 	}))})
 	_, err := a.nextConn(t).RequestChunk(context.Background(), req(make([]byte, 100)))
@@ -454,7 +455,7 @@ func TestRequestTimeoutAndCancel(t *testing.T) {
 	checkGoroutines(t)
 	var cancelled atomic.Int32
 	a, _ := pair(t, []nodeOpt{func(c *Config) { c.RequestTimeout = 300 * time.Millisecond }},
-		[]nodeOpt{withChunks(chunkFunc(func(ctx context.Context, _ protocol.ChunkRequest) ([]byte, error) {
+		[]nodeOpt{withChunks(chunkFunc(func(ctx context.Context, _ protocol.ChunkRequest, _ []byte) ([]byte, error) {
 			<-ctx.Done()
 			cancelled.Add(1)
 			return nil, ctx.Err()
@@ -490,7 +491,7 @@ func TestChunkRequestsBounded(t *testing.T) {
 		a, _ := pair(t, []nodeOpt{func(c *Config) { c.MaxInFlight = tt.inFlight }},
 			[]nodeOpt{func(c *Config) {
 				c.MaxServing = tt.serving
-				c.Chunks = chunkFunc(func(ctx context.Context, _ protocol.ChunkRequest) ([]byte, error) {
+				c.Chunks = chunkFunc(func(ctx context.Context, _ protocol.ChunkRequest, _ []byte) ([]byte, error) {
 					n := now.Add(1)
 					for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 					}
@@ -608,5 +609,48 @@ func TestGarbageClosesConnection(t *testing.T) {
 				t.Fatalf("b logged %d protocol errors, want 1:\n%s", len(b.logs.lines("closing connection: protocol error")), b.logs)
 			}
 		})
+	}
+}
+
+// A request stream hands the chunk server the same scratch buffer for each
+// of its requests, so serving reads chunks without allocating one each.
+func TestServerReusesBufferPerStream(t *testing.T) {
+	chunks := [][]byte{randomChunk(40 << 10), randomChunk(64 << 10), randomChunk(10 << 10)}
+	store := newChunkStore(chunks...)
+	var mu sync.Mutex
+	var bufs []*byte
+	a, _ := pair(t, nil, []nodeOpt{withChunks(chunkFunc(func(ctx context.Context, r protocol.ChunkRequest, buf []byte) ([]byte, error) {
+		data, err := store.ReadChunk(ctx, identity.NodeID{}, r, nil)
+		if err != nil {
+			return nil, err
+		}
+		if cap(buf) < len(data) {
+			return nil, fmt.Errorf("buffer of %d bytes for a chunk of %d", cap(buf), len(data))
+		}
+		mu.Lock()
+		bufs = append(bufs, unsafe.SliceData(buf))
+		mu.Unlock()
+		return buf[:copy(buf[:len(data)], data)], nil
+	}))})
+	c := a.nextConn(t)
+	// One request after another: each reuses the idle stream.
+	for _, chunk := range chunks {
+		got, err := c.RequestChunk(context.Background(), req(chunk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, chunk) {
+			t.Fatal("served chunk differs")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bufs) != len(chunks) {
+		t.Fatalf("server saw %d requests, want %d", len(bufs), len(chunks))
+	}
+	// The first request sizes the buffer; the second, larger, grows it
+	// once; the third fits and reuses it.
+	if bufs[2] != bufs[1] {
+		t.Fatal("a request stream's next request got a new buffer instead of the one already large enough")
 	}
 }

@@ -219,10 +219,10 @@ func mustf(t testing.TB, err error, format string, args ...any) {
 	}
 }
 
-type chunkFunc func(ctx context.Context, req protocol.ChunkRequest) ([]byte, error)
+type chunkFunc func(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error)
 
-func (f chunkFunc) ReadChunk(ctx context.Context, _ identity.NodeID, req protocol.ChunkRequest) ([]byte, error) {
-	return f(ctx, req)
+func (f chunkFunc) ReadChunk(ctx context.Context, _ identity.NodeID, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
+	return f(ctx, req, buf)
 }
 
 func listenUDPAt(t testing.TB, addr string) *net.UDPConn {

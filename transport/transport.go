@@ -29,13 +29,16 @@ type Peer struct {
 type ChunkServer interface {
 	// ReadChunk returns exactly req.Length bytes whose BLAKE3 hash is
 	// req.Hash, for peer. It is called concurrently, up to
-	// Config.MaxServing calls per connection. The transport keeps the
-	// returned slice only until the response is written and never modifies
-	// it. An error wrapping a protocol.Error (protocol.ErrNotFound,
+	// Config.MaxServing calls per connection. buf, when its capacity is at
+	// least req.Length, is scratch space the data may be read into instead
+	// of a new slice: it belongs to the calling request stream and is
+	// reused for that stream's next request, so the server must not keep
+	// it. The transport keeps the returned slice only until the response
+	// is written and never modifies it. An error wrapping a protocol.Error (protocol.ErrNotFound,
 	// protocol.ErrNoFolder, ...) is sent to the requester with its code;
 	// any other error as protocol.CodeInternal. Data that does not match
 	// req.Hash is rejected by the requester, which blames this node.
-	ReadChunk(ctx context.Context, peer identity.NodeID, req protocol.ChunkRequest) ([]byte, error)
+	ReadChunk(ctx context.Context, peer identity.NodeID, req protocol.ChunkRequest, buf []byte) ([]byte, error)
 }
 
 // Config configures a Transport. Zero durations and limits take the

@@ -348,7 +348,7 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 	checkGoroutines(t)
 	block := make(chan struct{})
 	a, b := pair(t, nil, []nodeOpt{func(c *Config) {
-		c.Chunks = chunkFunc(func(ctx context.Context, req protocol.ChunkRequest) ([]byte, error) {
+		c.Chunks = chunkFunc(func(ctx context.Context, req protocol.ChunkRequest, _ []byte) ([]byte, error) {
 			select {
 			case <-block:
 			case <-ctx.Done():

@@ -1,6 +1,7 @@
 package vfs
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -219,6 +220,21 @@ func tempName(dir string) string {
 
 // File returns the open temporary file for writing (WriteAt, ReadFrom...).
 func (t *Temp) File() *os.File { return t.file }
+
+// StartWriteback asks the kernel to start writing the file's dirty pages to
+// disk, without waiting for them: a large file written this way along the
+// way leaves little for the flush at Seal, which would otherwise write it
+// all at once at the end. It promises nothing about durability.
+func (t *Temp) StartWriteback() error {
+	rc, err := t.file.SyscallConn()
+	if err != nil {
+		return err
+	}
+	cerr := rc.Control(func(fd uintptr) {
+		err = unix.SyncFileRange(int(fd), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	})
+	return cmp.Or(cerr, err)
+}
 
 // Name returns the final path the temp file will take.
 func (t *Temp) Name() string { return t.rel }

@@ -147,6 +147,46 @@ func TestFsync(t *testing.T) {
 	}
 }
 
+// Starting writeback along the way leaves the content as written, and is
+// refused once the temp file is closed.
+func TestStartWriteback(t *testing.T) {
+	f, dir := open(t)
+	tmp, err := f.Create("x", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("lockstep"), 64<<10)
+	half := len(data) / 2
+	if _, err := tmp.File().WriteAt(data[half:], int64(half)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tmp.StartWriteback(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tmp.File().WriteAt(data[:half], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tmp.StartWriteback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tmp.Seal(Meta{Mode: 0o644, MTime: time.Unix(1e9, 0)}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := tmp.StartWriteback(); err == nil {
+		t.Fatal("writeback started on a sealed (closed) temp file")
+	}
+	if err := tmp.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("content changed by writeback")
+	}
+}
+
 func TestAbortRemovesTemp(t *testing.T) {
 	f, dir := open(t)
 	tmp, err := f.Create("x", 0o755)
