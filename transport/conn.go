@@ -178,6 +178,19 @@ func explainClose(err error) error {
 	return err
 }
 
+// connectionEnded reports whether err is quic-go's report of the whole
+// connection ending (closed by either side, reset, timed out) rather than
+// of one stream.
+func connectionEnded(err error) bool {
+	var (
+		ae    *quic.ApplicationError
+		te    *quic.TransportError
+		reset *quic.StatelessResetError
+		idle  *quic.IdleTimeoutError
+	)
+	return errors.As(err, &ae) || errors.As(err, &te) || errors.As(err, &reset) || errors.As(err, &idle)
+}
+
 // poke sends a Ping without waiting for the Pong: enough traffic for a
 // restarted peer to answer with a stateless reset.
 func (c *Conn) poke() {
@@ -389,6 +402,12 @@ func (c *Conn) readLoop() {
 		}
 		if err != nil {
 			if c.ctx.Err() != nil || c.qc.Context().Err() != nil {
+				return
+			}
+			if connectionEnded(err) {
+				// The read saw the connection close before run did:
+				// report it the same way, with the peer's reason.
+				c.closeWith(fmt.Errorf("%w: %w", ErrClosed, explainClose(err)), protocol.CodeOK, "")
 				return
 			}
 			if errors.Is(err, io.EOF) {
