@@ -5,9 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -98,18 +96,7 @@ func TestCompressedRoundTripOverPipe(t *testing.T) {
 		errc <- a.Close()
 	}()
 	r := NewReader(b, 0)
-	for i, want := range msgs {
-		got, err := r.ReadMessage()
-		if err != nil {
-			t.Fatalf("message %d (%s): %v", i, want.Type(), err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("message %d:\n got %#v\nwant %#v", i, got, want)
-		}
-	}
-	if _, err := r.ReadMessage(); err != io.EOF {
-		t.Fatalf("after the last frame: %v, want io.EOF", err)
-	}
+	expectMessages(t, r, msgs)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}

@@ -102,18 +102,7 @@ func TestRoundTripOverPipe(t *testing.T) {
 		errc <- a.Close()
 	}()
 	r := NewReader(b, 0)
-	for i, want := range msgs {
-		got, err := r.ReadMessage()
-		if err != nil {
-			t.Fatalf("message %d (%s): %v", i, want.Type(), err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("message %d:\n got %#v\nwant %#v", i, got, want)
-		}
-	}
-	if _, err := r.ReadMessage(); err != io.EOF {
-		t.Fatalf("after the last frame: %v, want io.EOF", err)
-	}
+	expectMessages(t, r, msgs)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
@@ -523,5 +512,22 @@ func TestFuzzSeedCorpus(t *testing.T) {
 		if !types[ty] {
 			t.Errorf("no sample of %s", ty)
 		}
+	}
+}
+
+// expectMessages reads msgs from r in order, then io.EOF.
+func expectMessages(t *testing.T, r *Reader, msgs []Message) {
+	t.Helper()
+	for i, want := range msgs {
+		got, err := r.ReadMessage()
+		if err != nil {
+			t.Fatalf("message %d (%s): %v", i, want.Type(), err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("message %d:\n got %#v\nwant %#v", i, got, want)
+		}
+	}
+	if _, err := r.ReadMessage(); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
 	}
 }
