@@ -209,14 +209,33 @@ func rescanInterval(d time.Duration) time.Duration {
 	return d
 }
 
+// indexCloseTimeout bounds closing the index at shutdown. Badger retries a
+// memtable flush that fails (a full disk, a data dir removed underneath it)
+// once a second, forever; past this the daemon stops without it, which
+// costs nothing that was confirmed: applied versions are synced before they
+// are confirmed, and the next start recovers the index as after a crash.
+const indexCloseTimeout = 5 * time.Second
+
 // Close releases what New opened. Run closes them itself.
 func (d *Daemon) Close() {
 	for _, f := range d.folders {
 		f.fs.Close()
 	}
 	if d.ix != nil {
-		d.ix.Close()
+		ix := d.ix
 		d.ix = nil
+		done := make(chan error, 1)
+		// Owned by the process from here: if Badger never returns, the
+		// daemon exits with this goroutine still blocked in it.
+		go func() { done <- ix.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				d.log.Error("closing the index failed", "err", err)
+			}
+		case <-time.After(indexCloseTimeout):
+			d.log.Error(fmt.Sprintf("the index in %s did not close within %s (is the disk full, or the data dir gone?); stopping without it: the next start recovers it as after a crash", ix.Dir(), indexCloseTimeout))
+		}
 	}
 }
 

@@ -118,3 +118,27 @@ func TestMissingRootPauses(t *testing.T) {
 		t.Fatalf("node2 holds %d files after its root came back, want 6", n)
 	}
 }
+
+// TestStopsWhenIndexCannotClose: with its data dir removed underneath it,
+// Badger cannot flush the index at close and retries forever; the daemon
+// still stops within 10 s of SIGTERM (nd.stop asserts it) and says why.
+func TestStopsWhenIndexCannotClose(t *testing.T) {
+	c := newCluster(t, 2)
+	c.start()
+	n1 := c.nodes[0]
+	writeAtomic(t, filepath.Join(n1.folders["docroot"], "a.txt"), []byte("a"), 0o644)
+	c.waitInSync(30 * time.Second)
+	if err := os.RemoveAll(filepath.Join(n1.dir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n1.stop()
+	t.Logf("stopped %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	log, err := os.ReadFile(n1.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), "did not close within") {
+		t.Errorf("the log does not say why the index was left unclosed:\n%s", log)
+	}
+}
