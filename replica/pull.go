@@ -739,7 +739,10 @@ func (f *Folder) peerConn(id conflict.NodeID) Conn {
 // old, and returns it; nil once the peer has been disconnected for
 // newConnWait, or after newConnWait in all.
 func (f *Folder) nextConn(ctx context.Context, id conflict.NodeID, old Conn) Conn {
-	start := f.now()
+	// The wait itself is bounded in real time; the disconnection's age is
+	// judged on the folder's clock, which stamped it.
+	limit := time.NewTimer(newConnWait)
+	defer limit.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -750,18 +753,17 @@ func (f *Folder) nextConn(ctx context.Context, id conflict.NodeID, old Conn) Con
 			c, gone = p.conn, p.lastSeen
 		}
 		f.mu.Unlock()
-		now := f.now()
 		switch {
 		case c != nil && c != old:
 			return c
-		case c == nil && now.Sub(gone) > newConnWait:
+		case c == nil && f.now().Sub(gone) > newConnWait:
 			// Gone for a while (or never connected): not coming back at once.
-			return nil
-		case now.Sub(start) > newConnWait:
 			return nil
 		}
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-limit.C:
 			return nil
 		case <-tick.C:
 		}
