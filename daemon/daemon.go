@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,11 +31,6 @@ import (
 	"lockstep/vfs"
 	"lockstep/watcher"
 )
-
-// memoryLimit is the soft limit given to the Go runtime: the daemon's
-// working set is bounded caches and queues, so a limit keeps the garbage
-// collector from letting the heap grow with the number of files.
-const memoryLimit = 512 << 20
 
 // Daemon is one running node.
 type Daemon struct {
@@ -110,7 +104,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		d.traffic[pid] = &traffic{}
 	}
 	d.peers = peers
-	debug.SetMemoryLimit(memoryLimit)
+	index.TuneRuntime()
 	ix, err := index.Open(cfg.Node.DataDir, index.Options{Logger: log})
 	if err != nil {
 		return nil, err

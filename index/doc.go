@@ -52,8 +52,9 @@
 // million keys. Badger's arenas and table builders live on the Go heap, so
 // the index runs with:
 //
-//   - two 4 MiB memtables: a memtable costs about three times its size
-//     while it is flushed;
+//   - two 2 MiB memtables: a memtable costs about three times its size
+//     while it is flushed (4 MiB ones cost a first scan of 100k files
+//     ~10 MiB more at its peak);
 //   - no compression, hence no block cache: tables are read through the
 //     page cache;
 //   - no index cache: Badger caches table indexes and bloom filters only
@@ -73,19 +74,23 @@
 //     chunks), so iteration never reads the value log; 128 MiB value-log
 //     files for the rare larger record.
 //
-// Badger's largest transaction is then 15% of a memtable (~600 KiB, some
-// 1500 new files), which Apply respects by splitting. Badger maps its table
-// files, so the pages of tables written or read recently count in the
-// process's resident set as file-backed pages (about the index's size
-// after a first scan; the kernel can drop them at will), on top of an
-// anonymous part of about 100 MiB at 100k files and 165 MiB at a million
-// (scanner.BenchmarkScan reports both parts). The daemon also sets a soft
-// limit with debug.SetMemoryLimit.
+// Badger's largest transaction is then 15% of a memtable (~300 KiB, some
+// 750 new files), which Apply respects by splitting.
+//
+// Badger maps its table, memtable and value-log files, so every page it
+// writes or reads there counts in the process's resident set: without more,
+// about the whole index after a first scan. While the index is in use,
+// pages.go reclaims those pages every 50 ms (MADV_PAGEOUT), so what stays
+// resident is what was touched since. TuneRuntime, which the daemon calls,
+// sets GOGC to 50 (Badger's arenas and table builders make the heap's live
+// part bursty) and a soft limit with debug.SetMemoryLimit.
+// scanner.BenchmarkScan reports the anonymous and file-backed peaks apart.
 //
 // # Maintenance
 //
 // Open starts no goroutine of its own (Badger starts its compactors; the
-// idle check of idle.go runs on a timer that Close stops and waits for). Run,
+// idle check of idle.go and the pager of pages.go run on timers that Close
+// stops and waits for). Run,
 // called by the daemon, does periodic maintenance (Maintain): removing the
 // data ResetFolder left behind, and Badger's value-log garbage collection;
 // a round with nothing written since the last is skipped.

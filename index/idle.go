@@ -42,6 +42,10 @@ type idler struct {
 	last    time.Time // end of the last write
 	writes  uint64    // writes begun, maintenance excepted
 	paused  bool
+	// onPause is called (under mu) once the compactors are paused: the
+	// pager's last round then also takes the tables that memtable
+	// flushes wrote after the last write.
+	onPause func()
 	closed  bool
 	armed   bool        // timer is set, or its check is running
 	timer   *time.Timer // runs check
@@ -93,6 +97,9 @@ func (d *idler) check() {
 	}
 	badgerStopCompactions(d.db)
 	d.paused = true
+	if d.onPause != nil {
+		d.onPause()
+	}
 }
 
 // compactionPending reports whether a level is over its target, which is

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -34,7 +35,7 @@ const Subdir = "index"
 
 // Tuning of the Badger database; see doc.go ("Memory") for why.
 const (
-	memTableSize     = 4 << 20
+	memTableSize     = 2 << 20
 	numMemtables     = 2
 	tableSize        = 1 << 20
 	valueThreshold   = 64 << 10
@@ -65,11 +66,13 @@ type Options struct {
 // for concurrent use. Writes are serialised by one mutex; reads run in
 // parallel with them and see a consistent snapshot.
 type Index struct {
-	db   *badger.DB
-	dir  string
-	log  *slog.Logger
-	opts Options
-	idle *idler
+	db      *badger.DB
+	dir     string
+	log     *slog.Logger
+	opts    Options
+	idle    *idler
+	pages   *pager
+	closing atomic.Bool // Close is under way: Badger compacts and flushes
 
 	// mu serialises every read-modify-write of records and folder
 	// metadata. Badger's conflict detection is off because of it.
@@ -129,14 +132,20 @@ func Open(dataDir string, o Options) (ix *Index, err error) {
 		return nil, corrupt(err)
 	}
 	ix = &Index{db: db, dir: dir, log: o.Logger, opts: o, byName: map[string]fid{}, byID: map[fid]string{}}
+	ix.idle = newIdler(db, o.idleAfter)
+	ix.pages = newPager(dir, releaseInterval, func() bool { return ix.closing.Load() || !ix.idle.isPaused() })
+	ix.idle.mu.Lock()
+	ix.idle.onPause = ix.pages.touch
+	ix.idle.mu.Unlock()
 	if err := ix.load(); err != nil {
+		ix.pages.close()
+		ix.idle.close()
 		db.Close()
 		if errors.Is(err, ErrCorrupt) {
 			return nil, fmt.Errorf("open index %s: %w (run 'lockstep resync' to rebuild it from the synced folders)", dir, err)
 		}
 		return nil, corrupt(err)
 	}
-	ix.idle = newIdler(db, o.idleAfter)
 	return ix, nil
 }
 
@@ -169,7 +178,7 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 // load checks the schema version, loads the folder names, and finishes any
 // chunk-location rewrite a crash interrupted.
 func (ix *Index) load() error {
-	err := ix.db.Update(func(txn *badger.Txn) error {
+	err := ix.update(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte{kindSchema})
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			it := txn.NewIterator(badger.IteratorOptions{})
@@ -198,7 +207,7 @@ func (ix *Index) load() error {
 	if err != nil {
 		return err
 	}
-	err = ix.db.View(func(txn *badger.Txn) error {
+	err = ix.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindFolderID}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -231,11 +240,49 @@ func (ix *Index) load() error {
 // Close closes the database. Pending writes reach the disk's page cache
 // before it returns.
 func (ix *Index) Close() error {
+	// Badger flushes the memtables and compacts level 0 as it closes,
+	// which maps in as many pages as a busy moment: the pager keeps
+	// releasing them until it is done.
+	ix.closing.Store(true)
+	ix.pages.touch()
 	ix.idle.close()
-	if err := ix.db.Close(); err != nil {
+	err := ix.db.Close()
+	ix.pages.close()
+	if err != nil {
 		return fmt.Errorf("close index %s: %w", ix.dir, err)
 	}
 	return nil
+}
+
+// view, update and newTxn are Badger's; a write also arms the pager
+// (pages.go). Reads do not: a rescan reads the whole index, and reclaiming
+// its pages as it goes would make it read them from the disk; what reads
+// map in is reclaimed with the next write's round. writing and maintaining
+// bracket a write for the idler (idle.go).
+func (ix *Index) view(fn func(*badger.Txn) error) error {
+	return ix.db.View(fn)
+}
+
+func (ix *Index) update(fn func(*badger.Txn) error) error {
+	ix.pages.touch()
+	return ix.db.Update(fn)
+}
+
+func (ix *Index) newTxn(update bool) *badger.Txn {
+	if update {
+		ix.pages.touch()
+	}
+	return ix.db.NewTransaction(update)
+}
+
+func (ix *Index) writing() func() {
+	ix.pages.touch()
+	return ix.idle.writing()
+}
+
+func (ix *Index) maintaining() func() {
+	ix.pages.touch()
+	return ix.idle.maintaining()
 }
 
 // Dir returns the directory holding the database.
@@ -320,7 +367,7 @@ func (ix *Index) ensureFolder(name string) (fid, error) {
 		return 0, errors.New("empty folder name")
 	}
 	var f fid
-	err := ix.db.Update(func(txn *badger.Txn) error {
+	err := ix.update(func(txn *badger.Txn) error {
 		var err error
 		f, err = ix.allocFolder(txn, name, 0)
 		return err

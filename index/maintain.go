@@ -16,7 +16,7 @@ import (
 // chunk locations and peer progress are removed afterwards by Maintain
 // (until then they are invisible).
 func (ix *Index) ResetFolder(folder string) (FolderInfo, error) {
-	defer ix.idle.writing()()
+	defer ix.writing()()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	old, err := ix.ensureFolder(folder)
@@ -25,7 +25,7 @@ func (ix *Index) ResetFolder(folder string) (FolderInfo, error) {
 	}
 	var nf fid
 	var info FolderInfo
-	err = ix.db.Update(func(txn *badger.Txn) error {
+	err = ix.update(func(txn *badger.Txn) error {
 		meta, err := ix.getMeta(txn, old)
 		if err != nil {
 			return err
@@ -92,7 +92,7 @@ const gcDiscardRatio = 0.5
 // behind, then runs Badger's value-log garbage collection until no file is
 // worth rewriting.
 func (ix *Index) Maintain(ctx context.Context) error {
-	defer ix.idle.maintaining()()
+	defer ix.maintaining()()
 	if err := ix.collectGarbage(ctx); err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func (ix *Index) Maintain(ctx context.Context) error {
 // locations, so the index stays consistent if it stops anywhere.
 func (ix *Index) collectGarbage(ctx context.Context) error {
 	var dead []fid
-	err := ix.db.View(func(txn *badger.Txn) error {
+	err := ix.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindGarbage}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -148,7 +148,7 @@ func (ix *Index) dropFolder(ctx context.Context, f fid) error {
 		var ops []op
 		var size int64
 		prefix := folderPrefix(kindRecord, f)
-		err := ix.db.View(func(txn *badger.Txn) error {
+		err := ix.view(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
@@ -185,7 +185,7 @@ func (ix *Index) dropFolder(ctx context.Context, f fid) error {
 	for _, kind := range []byte{kindSeq, kindProgress, kindPending} {
 		var ops []op
 		prefix := folderPrefix(kind, f)
-		err := ix.db.View(func(txn *badger.Txn) error {
+		err := ix.view(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {

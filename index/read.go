@@ -76,7 +76,7 @@ func (ix *Index) Get(folder, path string) (rec Record, ok bool, err error) {
 	if !known {
 		return Record{}, false, nil
 	}
-	err = ix.db.View(func(txn *badger.Txn) error {
+	err = ix.view(func(txn *badger.Txn) error {
 		rec, ok, err = ix.getRecord(txn, f, path)
 		return err
 	})
@@ -97,7 +97,7 @@ func (ix *Index) Info(folder string) (FolderInfo, error) {
 		}
 	}
 	var fi FolderInfo
-	err := ix.db.View(func(txn *badger.Txn) error {
+	err := ix.view(func(txn *badger.Txn) error {
 		var err error
 		fi, err = ix.getMeta(txn, f)
 		return err
@@ -123,7 +123,7 @@ func (ix *Index) scan(ctx context.Context, prefix, start []byte, visit func(txn 
 }
 
 func (ix *Index) scanSome(ctx context.Context, prefix, start []byte, visit func(*badger.Txn, *badger.Item) ([]byte, error)) ([]byte, error) {
-	txn := ix.db.NewTransaction(false)
+	txn := ix.newTxn(false)
 	defer txn.Discard()
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
@@ -297,7 +297,7 @@ func (ix *Index) Progress(folder string, peer conflict.NodeID) (Progress, error)
 		return Progress{}, nil
 	}
 	var p Progress
-	err := ix.db.View(func(txn *badger.Txn) error {
+	err := ix.view(func(txn *badger.Txn) error {
 		item, err := txn.Get(progressKey(f, uint64(peer)))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil

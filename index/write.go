@@ -67,7 +67,7 @@ func (ix *Index) Apply(folder string, ws []Write) error {
 			return fmt.Errorf("index: write folder %q: %q: %d chunks are more than a record holds", folder, ws[i].Record.Path, n)
 		}
 	}
-	defer ix.idle.writing()()
+	defer ix.writing()()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	f, err := ix.ensureFolder(folder)
@@ -159,7 +159,7 @@ type bigWrite struct {
 // applySome stores as many of ws as fit in one transaction, and at least
 // one, and returns how many it consumed.
 func (ix *Index) applySome(f fid, ws []Write, b budget) (int, error) {
-	txn := ix.db.NewTransaction(true)
+	txn := ix.newTxn(true)
 	defer txn.Discard()
 	st := stager{txn: txn}
 	meta, err := ix.getMeta(txn, f)
@@ -303,7 +303,7 @@ func (ix *Index) moveLocations(f fid, path string, old, new []chunker.Ref) error
 func (ix *Index) runOps(ops []op) error {
 	b := ix.newBudget()
 	for len(ops) > 0 {
-		txn := ix.db.NewTransaction(true)
+		txn := ix.newTxn(true)
 		st := stager{txn: txn}
 		n := 0
 		for n < len(ops) && (n == 0 || st.fits(ops[n:n+1], 0, b)) {
@@ -332,7 +332,7 @@ func (ix *Index) repairPending() error {
 		old  []chunker.Ref
 	}
 	var todo []pending
-	err := ix.db.View(func(txn *badger.Txn) error {
+	err := ix.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindPending}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -358,7 +358,7 @@ func (ix *Index) repairPending() error {
 	}
 	for _, p := range todo {
 		var cur []chunker.Ref
-		err := ix.db.View(func(txn *badger.Txn) error {
+		err := ix.view(func(txn *badger.Txn) error {
 			rec, found, err := ix.getRecord(txn, p.f, p.path)
 			if found {
 				cur = rec.Manifest.Chunks
@@ -386,7 +386,7 @@ func (ix *Index) repairPending() error {
 // sequence-log entries: for deletions every peer has confirmed and that
 // have been kept long enough. Paths without a record are skipped.
 func (ix *Index) Forget(folder string, paths []string) error {
-	defer ix.idle.writing()()
+	defer ix.writing()()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	f, ok := ix.lookupFolder(folder)
@@ -395,7 +395,7 @@ func (ix *Index) Forget(folder string, paths []string) error {
 	}
 	b := ix.newBudget()
 	for len(paths) > 0 {
-		txn := ix.db.NewTransaction(true)
+		txn := ix.newTxn(true)
 		st := stager{txn: txn}
 		meta, err := ix.getMeta(txn, f)
 		if err != nil {
@@ -442,7 +442,7 @@ func (ix *Index) Forget(folder string, paths []string) error {
 
 // SetProgress stores where replication with peer stands for folder.
 func (ix *Index) SetProgress(folder string, peer conflict.NodeID, p Progress) error {
-	defer ix.idle.writing()()
+	defer ix.writing()()
 	f, ok := ix.lookupFolder(folder)
 	if !ok {
 		ix.mu.Lock()
@@ -453,7 +453,7 @@ func (ix *Index) SetProgress(folder string, peer conflict.NodeID, p Progress) er
 			return err
 		}
 	}
-	err := ix.db.Update(func(txn *badger.Txn) error {
+	err := ix.update(func(txn *badger.Txn) error {
 		return txn.Set(progressKey(f, uint64(peer)), encodeProgress(p))
 	})
 	if err != nil {
@@ -464,14 +464,14 @@ func (ix *Index) SetProgress(folder string, peer conflict.NodeID, p Progress) er
 
 // SetRootDevice records the device of the folder's root directory.
 func (ix *Index) SetRootDevice(folder string, dev uint64) error {
-	defer ix.idle.writing()()
+	defer ix.writing()()
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	f, err := ix.ensureFolder(folder)
 	if err != nil {
 		return err
 	}
-	err = ix.db.Update(func(txn *badger.Txn) error {
+	err = ix.update(func(txn *badger.Txn) error {
 		meta, err := ix.getMeta(txn, f)
 		if err != nil {
 			return err

@@ -75,6 +75,7 @@ func benchChild(spec string) int {
 		fmt.Fprintln(os.Stderr, "bench child:", err)
 		return 2
 	}
+	index.TuneRuntime() // as the daemon does
 	ix, err := index.Open(p.Data, index.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench child:", err)
