@@ -158,7 +158,10 @@ type job struct {
 	// metaOnly is set when only the entry's mode or mtime was changed in
 	// place (the content was already here).
 	metaOnly bool
-	err      error
+	// placed is the file put in place from temp, as lstat showed it
+	// right after the rename; nil for other entries.
+	placed fs.FileInfo
+	err    error
 	// dirs holds the batch's directories open: each is opened and checked
 	// once instead of the path being walked for every call.
 	dirs *vfs.Dirs
@@ -316,6 +319,8 @@ func (f *Folder) finish(ctx context.Context, b *batch) {
 			case writes[i].Stale:
 				// A local change was recorded meanwhile: decide again.
 				j.err = fmt.Errorf("local record of %s changed meanwhile (decided from sequence %d)", j.it.info.Path, seqOf(j))
+			case j.placed != nil:
+				f.notePlaced(j.it.info.Path, j.placed)
 			}
 		}
 	}
@@ -854,6 +859,9 @@ func (f *Folder) commit(j *job) error {
 		if after, err = j.dirs.Lstat(fi.Path); err != nil {
 			return err
 		}
+	}
+	if fi.Type == protocol.File && !fi.Deleted {
+		j.placed = after
 	}
 	j.rec, j.write = f.recordFor(fi, after), true
 	return nil
