@@ -38,13 +38,17 @@ func placedStatOf(fi fs.FileInfo) (placedStat, bool) {
 	if !ok || !fi.Mode().IsRegular() {
 		return placedStat{}, false
 	}
+	return placedStatFrom(st), true
+}
+
+func placedStatFrom(st *syscall.Stat_t) placedStat {
 	return placedStat{
 		ino: st.Ino, dev: uint64(st.Dev),
 		size:  st.Size,
 		mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec,
 		ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec,
 		mode:  st.Mode, uid: st.Uid, gid: st.Gid,
-	}, true
+	}
 }
 
 // notePlaced remembers that the puller put rel in place and recorded it,
@@ -113,12 +117,20 @@ func (f *Folder) unchangedPlaced(rel string) bool {
 		return false
 	}
 	delete(f.placed, rel)
-	fi, err := f.fs.Lstat(rel)
+	// One call: a match of device, inode and ctime is the very file,
+	// however its path was resolved.
+	st, err := f.fs.QuickLstat(rel)
 	if err != nil {
 		return false
 	}
-	got, ok := placedStatOf(fi)
-	if !ok || got != want {
+	got := placedStat{
+		ino: st.Ino, dev: uint64(st.Dev),
+		size:  st.Size,
+		mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec,
+		ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec,
+		mode:  st.Mode, uid: st.Uid, gid: st.Gid,
+	}
+	if got != want {
 		return false
 	}
 	return time.Since(time.Unix(0, got.mtime)) >= placedMinAge

@@ -62,6 +62,23 @@ func (f *Folder) RootInfo() (fs.FileInfo, error) { return f.root.Stat(".") }
 // Lstat returns information about rel without following a final symlink.
 func (f *Folder) Lstat(rel string) (fs.FileInfo, error) { return f.root.Lstat(rel) }
 
+// QuickLstat returns the lstat(2) of rel in one system call from the
+// folder root. Unlike Lstat it follows symlinks among rel's parent
+// directories: use it only to compare an entry with one whose identity
+// (device and inode) is known, never to decide where to write.
+func (f *Folder) QuickLstat(rel string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := CheckPath(rel); err != nil {
+		return st, err
+	}
+	err := unix.Fstatat(f.rootFd, rel, &st, unix.AT_SYMLINK_NOFOLLOW)
+	runtime.KeepAlive(f.rootDir)
+	if err != nil {
+		return st, &fs.PathError{Op: "lstat", Path: rel, Err: err}
+	}
+	return st, nil
+}
+
 // Readlink returns a symlink's target.
 func (f *Folder) Readlink(rel string) (string, error) { return f.root.Readlink(rel) }
 

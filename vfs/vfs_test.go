@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -354,4 +355,38 @@ func TestRootFollowsRenamedDirectory(t *testing.T) {
 		t.Fatal("a replaced folder root looks the same as the original")
 	}
 	os.Remove(dir)
+}
+
+func TestQuickLstat(t *testing.T) {
+	f, dir := open(t)
+	if err := os.MkdirAll(filepath.Join(dir, "a/b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a/b/c.txt"), []byte("12345"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("c.txt", filepath.Join(dir, "a/b/link")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.QuickLstat("a/b/c.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Lstat("a/b/c.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sys := fi.Sys().(*syscall.Stat_t); st.Ino != sys.Ino || st.Size != 5 || st.Mode != sys.Mode {
+		t.Errorf("QuickLstat = inode %d size %d mode %o, Lstat = inode %d mode %o", st.Ino, st.Size, st.Mode, sys.Ino, sys.Mode)
+	}
+	// The last component is not followed.
+	if st, err := f.QuickLstat("a/b/link"); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		t.Errorf("QuickLstat of a symlink = mode %o, %v; want the link itself", st.Mode, err)
+	}
+	if _, err := f.QuickLstat("a/missing"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing entry: %v", err)
+	}
+	if _, err := f.QuickLstat("../x"); err == nil {
+		t.Error("a path leaving the folder was accepted")
+	}
 }
