@@ -323,7 +323,7 @@ func (t *Temp) apply(meta Meta) error {
 	if err := t.file.Chmod(meta.Mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
 		return err
 	}
-	if meta.Chown {
+	if meta.Chown && !t.ownedBy(meta.UID, meta.GID) {
 		if err := t.file.Chown(meta.UID, meta.GID); err != nil {
 			return err
 		}
@@ -335,6 +335,18 @@ func (t *Temp) apply(meta Meta) error {
 		}
 	}
 	return t.dir.root.Chtimes(t.tmp, meta.MTime, meta.MTime)
+}
+
+// ownedBy reports whether the temp file already has owner uid and group
+// gid, as a file created by the daemon for its own user often does: then
+// a chown(2), which costs more than the fstat(2), would change nothing.
+func (t *Temp) ownedBy(uid, gid int) bool {
+	fi, err := t.file.Stat()
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == uid && int(st.Gid) == gid
 }
 
 // Abort discards the temp file.

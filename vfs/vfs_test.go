@@ -390,3 +390,40 @@ func TestQuickLstat(t *testing.T) {
 		t.Error("a path leaving the folder was accepted")
 	}
 }
+
+// TestSealOwner: a temp file gets the owner asked for, whether it already
+// had it or not, and keeps its setuid bit either way.
+func TestSealOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	f, dir := open(t)
+	for _, tt := range []struct {
+		name     string
+		uid, gid int
+	}{
+		{"own", os.Geteuid(), os.Getegid()},
+		{"other", 1234, 5678},
+		{"other group", os.Geteuid(), 5678},
+	} {
+		tmp, err := f.Create(tt.name, 0o755)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := Meta{Mode: 0o755 | fs.ModeSetuid, MTime: time.Unix(1_700_000_000, 0), Chown: true, UID: tt.uid, GID: tt.gid}
+		if err := tmp.Seal(meta, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := tmp.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(filepath.Join(dir, tt.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if int(st.Uid) != tt.uid || int(st.Gid) != tt.gid || fi.Mode() != 0o755|fs.ModeSetuid {
+			t.Errorf("%s: owner %d:%d mode %v, want %d:%d %v", tt.name, st.Uid, st.Gid, fi.Mode(), tt.uid, tt.gid, 0o755|fs.ModeSetuid)
+		}
+	}
+}
