@@ -254,7 +254,7 @@ func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 		fetchSem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-fetchSem }()
-			data, err := f.fetch(ctx, j, nil)
+			data, err := f.fetch(ctx, j)
 			if err != nil {
 				j.err = err
 				return
@@ -579,12 +579,10 @@ func (f *Folder) steps(j *job) []Step {
 
 // fetch gets the whole content of j's remote file into memory, from local
 // and remote chunks, one chunk after another: small files are fetched many
-// at once instead. steps is the file's plan (nil: made here).
-func (f *Folder) fetch(ctx context.Context, j *job, steps []Step) ([]byte, error) {
+// at once instead.
+func (f *Folder) fetch(ctx context.Context, j *job) ([]byte, error) {
 	fi := &j.it.info
-	if steps == nil {
-		steps = f.steps(j)
-	}
+	steps := f.steps(j)
 	buf := make([]byte, fi.Size)
 	for i := range steps {
 		s := &steps[i]
