@@ -79,6 +79,10 @@ type folder struct {
 // New opens everything the daemon needs and checks it fits together; it
 // starts no goroutine. Close releases what New opened when Run is not
 // called.
+// A connection fetches small files in chunk batches when its peer offers
+// them: the engine finds out through replica.BatchConn.
+var _ replica.BatchConn = (*transport.Conn)(nil)
+
 func New(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	id, err := identity.Load(cfg.Node.DataDir)
 	if err != nil {

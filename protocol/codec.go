@@ -75,6 +75,8 @@ func decode(t Type, payload []byte, max int) (Message, error) {
 		m = d.chunkResponse(false)
 	case TypeBareChunkResponse:
 		m = d.chunkResponse(true)
+	case TypeChunkBatchRequest:
+		m = d.chunkBatchRequest()
 	case TypeError:
 		m = &Error{Code: Code(d.uint32("code")), Message: d.str("message", MaxMessageLen)}
 	case TypePing:
@@ -253,6 +255,19 @@ func (m *ChunkRequest) appendPayload(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(m.Length))
 	b = appendString(b, m.Path)
 	return binary.AppendUvarint(b, m.Offset)
+}
+
+func (m *ChunkBatchRequest) appendPayload(b []byte) []byte {
+	b = binary.AppendUvarint(b, m.ID)
+	b = appendString(b, m.Folder)
+	b = binary.AppendUvarint(b, uint64(len(m.Chunks)))
+	for _, c := range m.Chunks {
+		b = append(b, c.Hash[:]...)
+		b = binary.AppendUvarint(b, uint64(c.Length))
+		b = appendString(b, c.Path)
+		b = binary.AppendUvarint(b, c.Offset)
+	}
+	return b
 }
 
 // appendHead encodes everything of a ChunkResponse but its data, which
@@ -552,6 +567,28 @@ func (d *decoder) chunkRequest() *ChunkRequest {
 		Path:   d.str("path", MaxPathLen),
 		Offset: d.uvarint(),
 	}
+}
+
+func (d *decoder) chunkBatchRequest() *ChunkBatchRequest {
+	m := &ChunkBatchRequest{ID: d.uvarint(), Folder: d.str("folder ID", MaxNameLen)}
+	// The smallest chunk: its hash, a length, an empty path and an offset.
+	n := d.count("chunks", chunker.HashSize+3)
+	if n > MaxBatchChunks {
+		d.fail("chunk batch of %d chunks exceeds %d", n, MaxBatchChunks)
+		return m
+	}
+	if n > 0 {
+		m.Chunks = make([]BatchChunk, n)
+		for i := range m.Chunks {
+			m.Chunks[i] = BatchChunk{
+				Hash:   chunker.Hash(d.bytes32()),
+				Length: d.uint32("length"),
+				Path:   d.str("path", MaxPathLen),
+				Offset: d.uvarint(),
+			}
+		}
+	}
+	return m
 }
 
 func (d *decoder) chunkResponse(bare bool) *ChunkResponse {

@@ -47,4 +47,10 @@
 // ChunkResponse may leave out the hash it answers for
 // (TypeBareChunkResponse); the request ID names the request, and the
 // requester verifies the data against the hash it asked for.
+//
+// Chunk batches: a node that offers FeatureChunkBatch answers a
+// ChunkBatchRequest (TypeChunkBatchRequest; at most MaxBatchChunks chunks,
+// MaxBatchBytes in all) on a request stream with one ChunkResponse per
+// chunk, in order, each carrying the batch's ID. A chunk it cannot serve
+// gets its error code and the others are still answered.
 package protocol

@@ -52,7 +52,11 @@ const (
 	// (ChunkResponse.Bare). Sent only to a peer that offers
 	// FeatureBareChunkResponse.
 	TypeBareChunkResponse Type = 10
-	typeLimit             Type = 11
+	// TypeChunkBatchRequest asks for several chunks at once
+	// (ChunkBatchRequest). Sent only to a peer that offers
+	// FeatureChunkBatch.
+	TypeChunkBatchRequest Type = 11
+	typeLimit             Type = 12
 )
 
 var typeNames = [...]string{
@@ -66,6 +70,7 @@ var typeNames = [...]string{
 	TypePong:              "Pong",
 	TypeCompressed:        "Compressed",
 	TypeBareChunkResponse: "BareChunkResponse",
+	TypeChunkBatchRequest: "ChunkBatchRequest",
 }
 
 func (t Type) String() string {
@@ -97,6 +102,15 @@ const (
 	// FeatureBareChunkResponse: the sender accepts chunk responses without
 	// the echoed hash (ChunkResponse.Bare).
 	FeatureBareChunkResponse uint64 = 1 << 2
+	// FeatureChunkBatch: the sender answers ChunkBatchRequests on its
+	// request streams.
+	FeatureChunkBatch uint64 = 1 << 3
+)
+
+// Limits of a ChunkBatchRequest.
+const (
+	MaxBatchChunks = 128     // chunks one batch may name
+	MaxBatchBytes  = 4 << 20 // their lengths added up
 )
 
 // Hello is the first message each side sends on a connection's control
@@ -162,6 +176,27 @@ type ChunkRequest struct {
 	Offset uint64
 }
 
+// ChunkBatchRequest asks for several chunks at once, typically small files
+// whole. It is answered on its stream by one ChunkResponse per chunk, in
+// the order of Chunks, each carrying the batch's ID; a chunk that cannot be
+// served gets its error code without failing the others. The requester
+// checks every chunk against the hash it asked for.
+type ChunkBatchRequest struct {
+	ID     uint64 // chosen by the requester, echoed in every response
+	Folder string
+	Chunks []BatchChunk // 1 … MaxBatchChunks, at most MaxBatchBytes in all
+}
+
+// BatchChunk is one chunk of a ChunkBatchRequest, with the same fields as a
+// ChunkRequest: its hash and length, and where the answering node last saw
+// it (Path empty: no hint).
+type BatchChunk struct {
+	Hash   chunker.Hash
+	Length uint32
+	Path   string
+	Offset uint64
+}
+
 // ChunkResponse answers a ChunkRequest: with Data when Code is CodeOK,
 // otherwise with the error code alone. Compressed Data is a zstd frame that
 // decompresses to the requested length.
@@ -188,6 +223,9 @@ func (Hello) Type() Type        { return TypeHello }
 func (IndexUpdate) Type() Type  { return TypeIndexUpdate }
 func (Confirm) Type() Type      { return TypeConfirm }
 func (ChunkRequest) Type() Type { return TypeChunkRequest }
+func (ChunkBatchRequest) Type() Type {
+	return TypeChunkBatchRequest
+}
 func (m ChunkResponse) Type() Type {
 	if m.Bare {
 		return TypeBareChunkResponse
@@ -423,6 +461,27 @@ func (m *ChunkRequest) validate() error {
 		}
 	} else if m.Offset != 0 {
 		return fmt.Errorf("chunk request for %s: offset hint without a path", m.Hash.Short())
+	}
+	return nil
+}
+
+func (m *ChunkBatchRequest) validate() error {
+	if err := validName("folder ID", m.Folder, false); err != nil {
+		return fmt.Errorf("chunk batch request: %w", err)
+	}
+	if len(m.Chunks) == 0 || len(m.Chunks) > MaxBatchChunks {
+		return fmt.Errorf("chunk batch request of %d chunks, want 1…%d", len(m.Chunks), MaxBatchChunks)
+	}
+	var total uint64
+	for _, c := range m.Chunks {
+		req := ChunkRequest{Folder: m.Folder, Hash: c.Hash, Length: c.Length, Path: c.Path, Offset: c.Offset}
+		if err := req.validate(); err != nil {
+			return fmt.Errorf("chunk batch request: %w", err)
+		}
+		total += uint64(c.Length)
+	}
+	if total > MaxBatchBytes {
+		return fmt.Errorf("chunk batch request for %d bytes exceeds %d", total, MaxBatchBytes)
 	}
 	return nil
 }

@@ -82,6 +82,11 @@ func samples() []Message {
 		&IndexUpdate{Folder: "docroot", Epoch: 1, After: 45, Through: 46, Files: []FileInfo{diffed}},
 		&ChunkResponse{ID: 4, Bare: true, Data: []byte("bare chunk bytes")},
 		&ChunkResponse{ID: 5, Bare: true, Code: CodeBusy},
+		&ChunkBatchRequest{ID: 6, Folder: "docroot", Chunks: []BatchChunk{
+			{Hash: f.Chunks[0].Hash, Length: 65536, Path: f.Path},
+			{Hash: f.Chunks[1].Hash, Length: 4464, Path: f.Path, Offset: 65536},
+			{Hash: chunker.Sum([]byte("unhinted")), Length: 8},
+		}},
 	}
 }
 
@@ -269,6 +274,12 @@ func TestEncodeRefusesInvalid(t *testing.T) {
 		{"request too long", &ChunkRequest{Folder: "d", Length: MaxChunkSize + 1}, "length"},
 		{"request offset without path", &ChunkRequest{Folder: "d", Length: 1, Offset: 5}, "without a path"},
 		{"request bad hint", &ChunkRequest{Folder: "d", Length: 1, Path: "../x"}, "hint"},
+		{"batch empty", &ChunkBatchRequest{Folder: "d"}, "0 chunks"},
+		{"batch no folder", &ChunkBatchRequest{Chunks: []BatchChunk{{Length: 1}}}, "empty folder ID"},
+		{"batch too many", &ChunkBatchRequest{Folder: "d", Chunks: make([]BatchChunk, MaxBatchChunks+1)}, "want 1…128"},
+		{"batch chunk length 0", &ChunkBatchRequest{Folder: "d", Chunks: []BatchChunk{{Length: 1}, {}}}, "length 0"},
+		{"batch bad hint", &ChunkBatchRequest{Folder: "d", Chunks: []BatchChunk{{Length: 1, Path: "/x"}}}, "hint"},
+		{"batch too many bytes", &ChunkBatchRequest{Folder: "d", Chunks: []BatchChunk{{Length: MaxChunkSize}}}, "exceeds"},
 		{"response empty", &ChunkResponse{}, "0 bytes"},
 		{"response error with data", &ChunkResponse{Code: CodeNotFound, Data: []byte{1}}, "with data"},
 		{"error code 0", &Error{Message: "x"}, "code 0"},
@@ -335,6 +346,9 @@ func TestDecodeRefuses(t *testing.T) {
 		{"chunk list read as a difference", withFlags(flagChunkDelta), ErrProtocol, ""},
 		{"unknown file flag", withFlags(1 << 5), ErrProtocol, "unknown file flags"},
 		{"response flags", frame(TypeChunkResponse, append(append([]byte{1}, make([]byte, 32)...), 0, 4, 'x')), ErrProtocol, "unknown response flags"},
+		{"batch of too many chunks", frame(TypeChunkBatchRequest, batchPayload(MaxBatchChunks+1)), ErrProtocol, "exceeds 128"},
+		{"batch count beyond its bytes", frame(TypeChunkBatchRequest, []byte{1, 1, 'd', 3, 0}), ErrProtocol, "cannot fit"},
+		{"batch of no chunks", frame(TypeChunkBatchRequest, []byte{1, 1, 'd', 0}), ErrProtocol, "0 chunks"},
 	}
 	for _, tt := range tests {
 		_, err := NewReader(bytes.NewReader(tt.in), 0).ReadMessage()
@@ -530,4 +544,16 @@ func expectMessages(t *testing.T, r *Reader, msgs []Message) {
 	if _, err := r.ReadMessage(); err != io.EOF {
 		t.Fatalf("after the last frame: %v, want io.EOF", err)
 	}
+}
+
+// batchPayload encodes a ChunkBatchRequest payload of n unhinted one-byte
+// chunks, without checking n.
+func batchPayload(n int) []byte {
+	b := []byte{1, 1, 'd'}
+	b = binary.AppendUvarint(b, uint64(n))
+	for range n {
+		b = append(b, make([]byte, chunker.HashSize)...)
+		b = append(b, 1, 0, 0) // length, empty path, offset
+	}
+	return b
 }

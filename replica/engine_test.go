@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"lockstep/conflict"
 	"lockstep/index"
 	"lockstep/protocol"
+	"lockstep/transport"
 	"lockstep/vfs"
 )
 
@@ -163,6 +165,10 @@ type memConn struct {
 	done     chan struct{}
 	once     sync.Once
 	fail     func(req protocol.ChunkRequest) error
+	// batches makes the connection answer RequestChunks; singles and
+	// batched count the requests of each kind.
+	batches         bool
+	singles, batchd atomic.Int64
 }
 
 func (c *memConn) Send(ctx context.Context, m protocol.Message) error {
@@ -190,6 +196,27 @@ func (c *memConn) RequestChunk(ctx context.Context, req protocol.ChunkRequest) (
 }
 
 func (c *memConn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
+	c.singles.Add(1)
+	return c.requestChunk(ctx, req, buf)
+}
+
+func (c *memConn) ChunkBatches() bool { return c.batches }
+
+// RequestChunks answers like the transport: one verified result per chunk.
+func (c *memConn) RequestChunks(ctx context.Context, folder string, chunks []protocol.BatchChunk) ([]transport.ChunkResult, error) {
+	if !c.batches {
+		return nil, errors.New("no batches")
+	}
+	c.batchd.Add(1)
+	out := make([]transport.ChunkResult, len(chunks))
+	for i, ch := range chunks {
+		data, err := c.requestChunk(ctx, protocol.ChunkRequest{Folder: folder, Hash: ch.Hash, Length: ch.Length, Path: ch.Path, Offset: ch.Offset}, nil)
+		out[i] = transport.ChunkResult{Data: data, Err: err}
+	}
+	return out, nil
+}
+
+func (c *memConn) requestChunk(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
 	select {
 	case <-c.done:
 		return nil, errors.New("closed")
@@ -228,8 +255,15 @@ func link(t *testing.T, ctx context.Context, a, b *testNode) (cut func()) {
 // linkWith is link with a hook called on each chunk request b makes of a;
 // an error it returns fails the request.
 func linkWith(t *testing.T, ctx context.Context, a, b *testNode, failBA func(req protocol.ChunkRequest) error) (cut func()) {
+	cut, _ = linkConns(t, ctx, a, b, failBA, false)
+	return cut
+}
+
+// linkConns is linkWith that also says whether b's connection to a answers
+// chunk batches, and returns that connection.
+func linkConns(t *testing.T, ctx context.Context, a, b *testNode, failBA func(req protocol.ChunkRequest) error, batches bool) (cut func(), ba *memConn) {
 	ab := &memConn{from: a, to: b, in: make(chan protocol.Message, 4), done: make(chan struct{})}
-	ba := &memConn{from: b, to: a, in: make(chan protocol.Message, 4), done: make(chan struct{}), fail: failBA}
+	ba = &memConn{from: b, to: a, in: make(chan protocol.Message, 4), done: make(chan struct{}), fail: failBA, batches: batches}
 	ba.done = ab.done
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -281,7 +315,7 @@ func linkWith(t *testing.T, ctx context.Context, a, b *testNode, failBA func(req
 			cancel()
 			wg.Wait()
 		})
-	}
+	}, ba
 }
 
 // runEngines runs the nodes' engines until the test ends.

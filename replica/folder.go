@@ -123,6 +123,10 @@ type Folder struct {
 	// puller's commits, so that a scan never sees a file renamed into
 	// place but not yet recorded.
 	scanMu sync.Mutex
+	// placed holds the files the puller put in place lately, as it left
+	// them, so that the watcher's report of them is not scanned again
+	// (see dropPlaced); guarded by scanMu.
+	placed map[string]placedStat
 
 	mu sync.Mutex
 	// The folder's state is derived from these (see stateLocked).
@@ -440,6 +444,7 @@ func (f *Folder) fullScan(ctx context.Context) []string {
 	start := f.now()
 	f.scanMu.Lock()
 	f.set(func() { f.fullScanning = true })
+	f.forgetPlaced()
 	retry, err := f.scan.Scan(ctx)
 	f.set(func() { f.fullScanning = false })
 	f.scanMu.Unlock()
@@ -454,6 +459,10 @@ func (f *Folder) scanPaths(ctx context.Context, paths []string, complete []bool)
 		return nil
 	}
 	f.scanMu.Lock()
+	if paths, complete = f.dropPlaced(paths, complete); len(paths) == 0 {
+		f.scanMu.Unlock()
+		return nil
+	}
 	var (
 		retry []string
 		err   error

@@ -33,8 +33,16 @@ const (
 	// A file of at most smallFile bytes is fetched into memory, up to
 	// smallFetchers at once, and written out whole by one of diskWorkers,
 	// so that waiting on the network and on the disk overlap.
-	smallFile       = 64 << 10
-	smallFetchers   = 32
+	smallFile     = 64 << 10
+	smallFetchers = 32
+	// Small files whose chunks all come from peers that answer chunk
+	// batches are fetched batchFiles at a time, up to smallBatches
+	// batches at once, each chunk batch carrying at most batchChunks
+	// chunks and batchBytes bytes.
+	batchFiles      = 64
+	smallBatches    = 4
+	batchChunks     = 64
+	batchBytes      = 1 << 20
 	diskWorkers     = 2
 	errNoSourceWait = 2 * time.Second
 	// retryLogLines is how many failed applies of one batch are logged
@@ -158,7 +166,10 @@ type job struct {
 	// metaOnly is set when only the entry's mode or mtime was changed in
 	// place (the content was already here).
 	metaOnly bool
-	err      error
+	// placed is the file put in place from temp, as lstat showed it
+	// right after the rename; nil for other entries.
+	placed fs.FileInfo
+	err    error
 	// dirs holds the batch's directories open: each is opened and checked
 	// once instead of the path being walked for every call.
 	dirs *vfs.Dirs
@@ -238,18 +249,43 @@ func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 	sem := make(chan struct{}, fileWorkers)
 	fetchSem := make(chan struct{}, smallFetchers)
 	var wg sync.WaitGroup
+	// fetchOne fetches a small file on its own, chunk by chunk.
+	fetchOne := func(j *job) {
+		fetchSem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-fetchSem }()
+			data, err := f.fetch(ctx, j)
+			if err != nil {
+				j.err = err
+				return
+			}
+			toDisk <- fetched{j, data}
+		})
+	}
+	batchSem := make(chan struct{}, smallBatches)
+	var group []*job
+	flushGroup := func() {
+		if len(group) == 0 {
+			return
+		}
+		g := group
+		group = nil
+		batchSem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-batchSem }()
+			f.fetchBatched(ctx, g, func(j *job, data []byte) { toDisk <- fetched{j, data} }, fetchOne)
+		})
+	}
+	batching := f.peersBatch()
 	for _, j := range assemble {
+		if j.it.info.Size <= smallFile && batching {
+			if group = append(group, j); len(group) == batchFiles {
+				flushGroup()
+			}
+			continue
+		}
 		if j.it.info.Size <= smallFile {
-			fetchSem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-fetchSem }()
-				data, err := f.fetch(ctx, j)
-				if err != nil {
-					j.err = err
-					return
-				}
-				toDisk <- fetched{j, data}
-			})
+			fetchOne(j)
 			continue
 		}
 		sem <- struct{}{}
@@ -259,6 +295,7 @@ func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 			seal(j, temp, err)
 		})
 	}
+	flushGroup()
 	wg.Wait()
 	close(toDisk)
 	disk.Wait()
@@ -316,6 +353,8 @@ func (f *Folder) finish(ctx context.Context, b *batch) {
 			case writes[i].Stale:
 				// A local change was recorded meanwhile: decide again.
 				j.err = fmt.Errorf("local record of %s changed meanwhile (decided from sequence %d)", j.it.info.Path, seqOf(j))
+			case j.placed != nil:
+				f.notePlaced(j.it.info.Path, j.placed)
 			}
 		}
 	}
@@ -551,14 +590,147 @@ func (f *Folder) fetch(ctx context.Context, j *job) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: chunk %s: %w", fi.Path, s.Ref.Hash.Short(), err)
 		}
-		for _, off := range s.Offsets {
-			if off < 0 || off+int64(len(data)) > int64(len(buf)) {
-				return nil, fmt.Errorf("%s: chunk %s at %d lies beyond the size %d", fi.Path, s.Ref.Hash.Short(), off, fi.Size)
-			}
-			copy(buf[off:], data)
+		if err := place(buf, fi, s, data); err != nil {
+			return nil, err
 		}
 	}
 	return buf, nil
+}
+
+// place copies a chunk's data to every offset of the file buffer buf that
+// holds it.
+func place(buf []byte, fi *protocol.FileInfo, s *Step, data []byte) error {
+	for _, off := range s.Offsets {
+		if off < 0 || off+int64(len(data)) > int64(len(buf)) {
+			return fmt.Errorf("%s: chunk %s at %d lies beyond the size %d", fi.Path, s.Ref.Hash.Short(), off, fi.Size)
+		}
+		copy(buf[off:], data)
+	}
+	return nil
+}
+
+// BatchConn is a Conn that can also fetch many chunks in one request
+// (transport.Conn, toward a peer that offers it).
+type BatchConn interface {
+	Conn
+	// ChunkBatches reports whether the peer answers RequestChunks.
+	ChunkBatches() bool
+	// RequestChunks fetches chunks of folder in one request: one result
+	// per chunk, each verified; the error is for the batch as a whole.
+	RequestChunks(ctx context.Context, folder string, chunks []protocol.BatchChunk) ([]transport.ChunkResult, error)
+}
+
+// batchConn returns the peer's connection if it answers chunk batches.
+func (f *Folder) batchConn(id conflict.NodeID) BatchConn {
+	if bc, ok := f.peerConn(id).(BatchConn); ok && bc.ChunkBatches() {
+		return bc
+	}
+	return nil
+}
+
+// peersBatch reports whether some connected peer answers chunk batches.
+func (f *Folder) peersBatch() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, p := range f.peers {
+		if bc, ok := p.conn.(BatchConn); ok && bc.ChunkBatches() {
+			return true
+		}
+	}
+	return false
+}
+
+// fetchBatched fetches the small files of jobs with chunk batches: the
+// chunks of the files whose every chunk comes from a peer (none on this
+// node's disk) go to that peer in batches, and each file all of whose
+// chunks arrived is handed to done. The other files — a chunk with a local
+// copy, a peer that does not answer batches, a chunk that failed — go to
+// one, which fetches them on their own as before.
+func (f *Folder) fetchBatched(ctx context.Context, jobs []*job, done func(*job, []byte), one func(*job)) {
+	type pending struct {
+		j     *job
+		steps []Step
+		buf   []byte
+		left  int // steps not yet received
+		err   bool
+	}
+	type want struct {
+		p *pending
+		s *Step
+	}
+	byPeer := map[conflict.NodeID][]want{}
+	var peers []conflict.NodeID
+	var files []*pending
+	for _, j := range jobs {
+		steps := f.steps(j)
+		ok := len(steps) > 0
+		for i := range steps {
+			s := &steps[i]
+			if len(s.Local) > 0 || len(s.Peers) == 0 || f.batchConn(s.Peers[0]) == nil {
+				ok = false
+				break
+			}
+		}
+		if !ok {
+			one(j)
+			continue
+		}
+		p := &pending{j: j, steps: steps, buf: make([]byte, j.it.info.Size), left: len(steps)}
+		files = append(files, p)
+		for i := range steps {
+			id := steps[i].Peers[0]
+			if _, seen := byPeer[id]; !seen {
+				peers = append(peers, id)
+			}
+			byPeer[id] = append(byPeer[id], want{p, &steps[i]})
+		}
+	}
+	for _, id := range peers {
+		wants := byPeer[id]
+		for len(wants) > 0 && ctx.Err() == nil {
+			n, size := 0, 0
+			for n < len(wants) && n < batchChunks && (n == 0 || size+int(wants[n].s.Ref.Length) <= batchBytes) {
+				size += int(wants[n].s.Ref.Length)
+				n++
+			}
+			part := wants[:n]
+			wants = wants[n:]
+			req := make([]protocol.BatchChunk, len(part))
+			for i, w := range part {
+				req[i] = protocol.BatchChunk{Hash: w.s.Ref.Hash, Length: w.s.Ref.Length, Path: w.p.j.it.info.Path, Offset: uint64(w.s.Offsets[0])}
+			}
+			var res []transport.ChunkResult
+			var err error
+			if conn := f.batchConn(id); conn == nil {
+				err = errNoSource
+			} else {
+				res, err = conn.RequestChunks(ctx, f.id, req)
+			}
+			for i, w := range part {
+				if err == nil && res[i].Err == nil {
+					if perr := place(w.p.buf, &w.p.j.it.info, w.s, res[i].Data); perr == nil {
+						f.Counters.ChunksFetched.Add(1)
+						f.Counters.BytesFetched.Add(int64(len(res[i].Data)))
+						w.p.left--
+						continue
+					}
+				}
+				w.p.err = true
+			}
+		}
+	}
+	for _, p := range files {
+		switch {
+		case p.left == 0 && !p.err:
+			done(p.j, p.buf)
+		case ctx.Err() != nil:
+			p.j.err = ctx.Err()
+		default:
+			// What failed in the batch is asked for again on its own,
+			// from every peer in turn, which says why it fails if it does.
+			one(p.j)
+		}
+	}
 }
 
 // writeWhole writes the content of j's file under a temp name.
@@ -854,6 +1026,9 @@ func (f *Folder) commit(j *job) error {
 		if after, err = j.dirs.Lstat(fi.Path); err != nil {
 			return err
 		}
+	}
+	if fi.Type == protocol.File && !fi.Deleted {
+		j.placed = after
 	}
 	j.rec, j.write = f.recordFor(fi, after), true
 	return nil

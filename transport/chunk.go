@@ -27,6 +27,10 @@ const maxRequestFrame = 128 + protocol.MaxNameLen + protocol.MaxPathLen
 // maxResponseHead bounds a ChunkResponse's fields before its data.
 const maxResponseHead = 64
 
+// maxBatchFrame bounds a ChunkBatchRequest frame: fixed fields, folder ID
+// and every chunk's hash, length, hint path and offset.
+const maxBatchFrame = 128 + protocol.MaxNameLen + protocol.MaxBatchChunks*(chunker.HashSize+16+protocol.MaxPathLen)
+
 // ChunkBufferSize returns the buffer capacity RequestChunkInto needs to
 // receive a chunk of length bytes without allocating.
 func ChunkBufferSize(length int) int { return protocol.HeaderSize + maxResponseHead + length }
@@ -140,6 +144,138 @@ func (c *Conn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, 
 	return data, nil
 }
 
+// ChunkBatches reports whether the peer answers RequestChunks: its Hello
+// offers protocol.FeatureChunkBatch. Until its Hello has arrived, it does
+// not.
+func (c *Conn) ChunkBatches() bool {
+	return c.peerFeatures.Load()&protocol.FeatureChunkBatch != 0
+}
+
+// ChunkResult is one chunk of a batch fetched with RequestChunks: its data,
+// which hashes to what was asked, or why it could not be had.
+type ChunkResult struct {
+	Data []byte
+	Err  error
+}
+
+// RequestChunks fetches the chunks of folder in one ChunkBatchRequest and
+// returns one result per chunk, in order: the peer answers each chunk on
+// its own, and a chunk it does not have (a protocol.Error) or whose data
+// fails verification (ErrHashMismatch, ErrCorrupt) fails alone. The error
+// is for the batch as a whole — the connection lost, the deadline passed,
+// an answer that does not follow the protocol — and then no result is
+// returned. The batch takes one of Config.MaxInFlight request slots and is
+// bounded by Config.RequestTimeout like one request; the peer must offer
+// protocol.FeatureChunkBatch (ChunkBatches).
+func (c *Conn) RequestChunks(ctx context.Context, folder string, chunks []protocol.BatchChunk) ([]ChunkResult, error) {
+	fail := func(err error) ([]ChunkResult, error) {
+		return nil, fmt.Errorf("fetch %d chunks from %s: %w", len(chunks), c.peer.Name, err)
+	}
+	if !c.ChunkBatches() {
+		return fail(fmt.Errorf("the peer does not answer chunk batches: %w", protocol.ErrProtocol))
+	}
+	// An invalid batch (too many chunks, a length out of range) is
+	// refused when it is encoded, before anything is sent.
+	req := protocol.ChunkBatchRequest{Folder: folder, Chunks: chunks}
+	maxLen := 0
+	for _, ch := range chunks {
+		maxLen = max(maxLen, int(min(ch.Length, protocol.MaxChunkSize)))
+	}
+	select {
+	case c.inflight <- struct{}{}:
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	case <-c.ctx.Done():
+		return fail(c.Err())
+	}
+	defer func() { <-c.inflight }()
+
+	ctx, cancel := context.WithTimeoutCause(ctx, c.t.cfg.RequestTimeout, protocol.ErrTimeout)
+	defer cancel()
+	s, err := c.requestStream(ctx)
+	if err != nil {
+		return fail(c.streamError(ctx, err))
+	}
+	stop := context.AfterFunc(ctx, func() { cancelStream(s) })
+	reuse := false
+	defer func() {
+		if stop() && reuse {
+			select {
+			case c.idle <- s:
+				return
+			default:
+			}
+		}
+		c.discardStream(s)
+	}()
+
+	req.ID = c.nextID.Add(1)
+	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
+	if err := w.WriteMessage(&req); err != nil {
+		return fail(c.streamError(ctx, err))
+	}
+	c.stats.sentRaw.Add(uint64(w.BytesWritten()))
+
+	r := protocol.NewReader(countingReader{s, &c.stats.received, nil}, maxResponseHead+maxLen)
+	var inflated uint64
+	defer func() { c.stats.receivedRaw.Add(uint64(r.BytesRead()) + inflated) }()
+	results := make([]ChunkResult, len(chunks))
+	for i, ch := range chunks {
+		m, err := r.ReadMessage()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("stream ended after %d of %d responses: %w", i, len(chunks), protocol.ErrProtocol)
+			}
+			err = c.streamError(ctx, err)
+			if errors.Is(err, protocol.ErrProtocol) || errors.Is(err, protocol.ErrTooLarge) {
+				c.protocolError(fmt.Errorf("chunk batch response from %s: %w", c.peer.Name, err))
+			}
+			return fail(err)
+		}
+		resp, ok := m.(*protocol.ChunkResponse)
+		if !ok || resp.ID != req.ID || !resp.Bare && resp.Hash != ch.Hash {
+			err := fmt.Errorf("answer %d, %s, does not match chunk %d of batch %d: %w", i, m.Type(), i, req.ID, protocol.ErrProtocol)
+			c.protocolError(fmt.Errorf("chunk batch response from %s: %w", c.peer.Name, err))
+			return fail(err)
+		}
+		data, err := c.verifyChunk(resp, ch.Hash, ch.Length)
+		if err == nil {
+			inflated += uint64(len(data) - len(resp.Data))
+		}
+		results[i] = ChunkResult{Data: data, Err: err}
+	}
+	// Every response was read: the stream is ready for the next request.
+	reuse = true
+	return results, nil
+}
+
+// verifyChunk checks a response's data against the chunk asked for —
+// decompressed to exactly length bytes, hashing to h — and returns it.
+func (c *Conn) verifyChunk(resp *protocol.ChunkResponse, h chunker.Hash, length uint32) ([]byte, error) {
+	if resp.Code != protocol.CodeOK {
+		return nil, fmt.Errorf("chunk %s: %w", h.Short(), protocol.Error{Code: resp.Code})
+	}
+	data := resp.Data
+	if resp.Compressed {
+		var err error
+		if data, err = decompress(resp.Data, int(length), nil); err != nil {
+			c.t.log.Warn("rejected chunk", "peer", c.peer.Name, "op", "fetch", "hash", h.String(), "err", err)
+			return nil, fmt.Errorf("chunk %s: %w: %w", h.Short(), ErrCorrupt, err)
+		}
+	}
+	if len(data) != int(length) {
+		c.t.log.Warn("rejected chunk", "peer", c.peer.Name, "op", "fetch", "hash", h.String(), "bytes", len(data))
+		return nil, fmt.Errorf("chunk %s: %w: %d bytes, want %d", h.Short(), ErrCorrupt, len(data), length)
+	}
+	if got := chunker.Sum(data); got != h {
+		c.t.log.Warn("rejected chunk", "peer", c.peer.Name, "op", "fetch", "hash", h.String(), "got", got.String())
+		return nil, fmt.Errorf("chunk %s: %w: data hashes to %s", h.Short(), ErrHashMismatch, got.Short())
+	}
+	c.stats.chunksReceived.Add(1)
+	c.stats.chunkBytesReceived.Add(uint64(len(data)))
+	return data, nil
+}
+
 // linkRate estimates what the connection can carry, in bytes per second:
 // the congestion window per smoothed round trip; 0 before it is known.
 func (c *Conn) linkRate() float64 {
@@ -242,7 +378,7 @@ func (c *Conn) serve(s *quic.Stream) {
 	// by packet: each arrives whole sooner and its reader wakes once
 	// instead of once per packet, for the same total rate.
 	s.SetPriority(responseUrgency, false)
-	r := protocol.NewReader(countingReader{s, &c.stats.received, &c.stats.receivedRaw}, maxRequestFrame)
+	r := protocol.NewReader(countingReader{s, &c.stats.received, &c.stats.receivedRaw}, maxBatchFrame)
 	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
 	// buf is handed to the chunk server for each request in turn: a
 	// response is written whole (and the stream copies what it sends)
@@ -266,9 +402,19 @@ func (c *Conn) serve(s *quic.Stream) {
 			abort(protocol.CodeCanceled) // the requester cancelled the stream
 			return
 		}
-		req, ok := m.(*protocol.ChunkRequest)
-		if err == nil && !ok {
-			err = fmt.Errorf("%s on a request stream: %w", m.Type(), protocol.ErrProtocol)
+		var reqs []protocol.ChunkRequest
+		switch m := m.(type) {
+		case *protocol.ChunkRequest:
+			reqs = append(reqs, *m)
+		case *protocol.ChunkBatchRequest:
+			// Answered like as many requests, one response each.
+			for _, ch := range m.Chunks {
+				reqs = append(reqs, protocol.ChunkRequest{ID: m.ID, Folder: m.Folder, Hash: ch.Hash, Length: ch.Length, Path: ch.Path, Offset: ch.Offset})
+			}
+		default:
+			if err == nil {
+				err = fmt.Errorf("%s on a request stream: %w", m.Type(), protocol.ErrProtocol)
+			}
 		}
 		if err != nil {
 			abort(protocol.CodeProtocol)
@@ -277,12 +423,14 @@ func (c *Conn) serve(s *quic.Stream) {
 			}
 			return
 		}
-		if cap(buf) < int(req.Length) && req.Length <= protocol.MaxChunkSize {
-			buf = make([]byte, req.Length)
-		}
-		if !c.serveOne(s, w, req, buf) {
-			abort(protocol.CodeCanceled)
-			return
+		for i := range reqs {
+			if cap(buf) < int(reqs[i].Length) && reqs[i].Length <= protocol.MaxChunkSize {
+				buf = make([]byte, reqs[i].Length)
+			}
+			if !c.serveOne(s, w, &reqs[i], buf) {
+				abort(protocol.CodeCanceled)
+				return
+			}
 		}
 	}
 }

@@ -29,7 +29,7 @@ const (
 // Features are the protocol.Hello feature bits a Conn implements: a node
 // offers them in its Hello, and a Conn uses each toward a peer whose Hello
 // offers it.
-const Features = protocol.FeatureCompressed | protocol.FeatureBareChunkResponse
+const Features = protocol.FeatureCompressed | protocol.FeatureBareChunkResponse | protocol.FeatureChunkBatch
 
 // ErrClosed is returned by the methods of a Conn that has closed; the error
 // wraps it together with the reason (Conn.Err).
@@ -438,7 +438,7 @@ func (c *Conn) readLoop() {
 			}
 			c.mu.Unlock()
 			continue
-		case *protocol.ChunkRequest, *protocol.ChunkResponse:
+		case *protocol.ChunkRequest, *protocol.ChunkResponse, *protocol.ChunkBatchRequest:
 			c.protocolError(fmt.Errorf("control stream from %s: %s: %w", c.peer.Name, m.Type(), protocol.Error{Code: protocol.CodeProtocol, Message: m.Type().String() + " on the control stream"}))
 			return
 		case *protocol.Hello:

@@ -53,8 +53,10 @@
 // each toward that peer only when offered. Index updates and confirmations
 // then go compressed (protocol.FeatureCompressed), always worth it for
 // these lists of similar entries, and chunk responses leave out the echoed
-// hash (protocol.FeatureBareChunkResponse). A peer that offers neither gets
-// the plain frames of before.
+// hash (protocol.FeatureBareChunkResponse). Toward a peer that offers
+// protocol.FeatureChunkBatch, RequestChunks asks for many chunks in one
+// request; every chunk is still verified on its own. A peer that offers
+// none of these gets the plain frames of before.
 //
 // Each Conn counts the bytes it moves (Stats): on the streams as sent and
 // with chunk data and control messages at their uncompressed length, chunks and their bytes, and

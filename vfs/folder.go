@@ -62,6 +62,23 @@ func (f *Folder) RootInfo() (fs.FileInfo, error) { return f.root.Stat(".") }
 // Lstat returns information about rel without following a final symlink.
 func (f *Folder) Lstat(rel string) (fs.FileInfo, error) { return f.root.Lstat(rel) }
 
+// QuickLstat returns the lstat(2) of rel in one system call from the
+// folder root. Unlike Lstat it follows symlinks among rel's parent
+// directories: use it only to compare an entry with one whose identity
+// (device and inode) is known, never to decide where to write.
+func (f *Folder) QuickLstat(rel string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := CheckPath(rel); err != nil {
+		return st, err
+	}
+	err := unix.Fstatat(f.rootFd, rel, &st, unix.AT_SYMLINK_NOFOLLOW)
+	runtime.KeepAlive(f.rootDir)
+	if err != nil {
+		return st, &fs.PathError{Op: "lstat", Path: rel, Err: err}
+	}
+	return st, nil
+}
+
 // Readlink returns a symlink's target.
 func (f *Folder) Readlink(rel string) (string, error) { return f.root.Readlink(rel) }
 
@@ -306,7 +323,7 @@ func (t *Temp) apply(meta Meta) error {
 	if err := t.file.Chmod(meta.Mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
 		return err
 	}
-	if meta.Chown {
+	if meta.Chown && !t.ownedBy(meta.UID, meta.GID) {
 		if err := t.file.Chown(meta.UID, meta.GID); err != nil {
 			return err
 		}
@@ -318,6 +335,18 @@ func (t *Temp) apply(meta Meta) error {
 		}
 	}
 	return t.dir.root.Chtimes(t.tmp, meta.MTime, meta.MTime)
+}
+
+// ownedBy reports whether the temp file already has owner uid and group
+// gid, as a file created by the daemon for its own user often does: then
+// a chown(2), which costs more than the fstat(2), would change nothing.
+func (t *Temp) ownedBy(uid, gid int) bool {
+	fi, err := t.file.Stat()
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == uid && int(st.Gid) == gid
 }
 
 // Abort discards the temp file.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -354,4 +355,75 @@ func TestRootFollowsRenamedDirectory(t *testing.T) {
 		t.Fatal("a replaced folder root looks the same as the original")
 	}
 	os.Remove(dir)
+}
+
+func TestQuickLstat(t *testing.T) {
+	f, dir := open(t)
+	if err := os.MkdirAll(filepath.Join(dir, "a/b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a/b/c.txt"), []byte("12345"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("c.txt", filepath.Join(dir, "a/b/link")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.QuickLstat("a/b/c.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Lstat("a/b/c.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sys := fi.Sys().(*syscall.Stat_t); st.Ino != sys.Ino || st.Size != 5 || st.Mode != sys.Mode {
+		t.Errorf("QuickLstat = inode %d size %d mode %o, Lstat = inode %d mode %o", st.Ino, st.Size, st.Mode, sys.Ino, sys.Mode)
+	}
+	// The last component is not followed.
+	if st, err := f.QuickLstat("a/b/link"); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		t.Errorf("QuickLstat of a symlink = mode %o, %v; want the link itself", st.Mode, err)
+	}
+	if _, err := f.QuickLstat("a/missing"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing entry: %v", err)
+	}
+	if _, err := f.QuickLstat("../x"); err == nil {
+		t.Error("a path leaving the folder was accepted")
+	}
+}
+
+// TestSealOwner: a temp file gets the owner asked for, whether it already
+// had it or not, and keeps its setuid bit either way.
+func TestSealOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	f, dir := open(t)
+	for _, tt := range []struct {
+		name     string
+		uid, gid int
+	}{
+		{"own", os.Geteuid(), os.Getegid()},
+		{"other", 1234, 5678},
+		{"other group", os.Geteuid(), 5678},
+	} {
+		tmp, err := f.Create(tt.name, 0o755)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := Meta{Mode: 0o755 | fs.ModeSetuid, MTime: time.Unix(1_700_000_000, 0), Chown: true, UID: tt.uid, GID: tt.gid}
+		if err := tmp.Seal(meta, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := tmp.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(filepath.Join(dir, tt.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if int(st.Uid) != tt.uid || int(st.Gid) != tt.gid || fi.Mode() != 0o755|fs.ModeSetuid {
+			t.Errorf("%s: owner %d:%d mode %v, want %d:%d %v", tt.name, st.Uid, st.Gid, fi.Mode(), tt.uid, tt.gid, 0o755|fs.ModeSetuid)
+		}
+	}
 }

@@ -1,0 +1,94 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"lockstep/chunker"
+	"lockstep/protocol"
+)
+
+// TestSmallFilesFetchedInBatches: toward a peer that answers chunk
+// batches, small files come many to a request; a large file still comes
+// chunk by chunk.
+func TestSmallFilesFetchedInBatches(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	const n = 150
+	want := map[string][]byte{}
+	for i := range n {
+		rel := fmt.Sprintf("d%d/f%03d.txt", i%3, i)
+		want[rel] = randomBytes(uint64(i), 500+i*10)
+		a.write(rel, want[rel])
+	}
+	big := randomBytes(7, 200<<10)
+	a.write("big.bin", big)
+	cut, conn := linkConns(t, ctx, a, b, nil, true)
+	defer cut()
+	for rel, data := range want {
+		eventually(t, rel+" on b", hasContent(b, rel, data))
+	}
+	eventually(t, "big.bin on b", hasContent(b, "big.bin", big))
+	rec, _, err := a.ix.Get("docroot", "big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches, singles := conn.batchd.Load(), conn.singles.Load()
+	if batches < n/batchFiles || batches > n {
+		t.Errorf("%d chunk batches for %d small files, want about %d", batches, n, (n+batchFiles-1)/batchFiles)
+	}
+	if singles != int64(len(rec.Manifest.Chunks)) {
+		t.Errorf("%d single chunk requests, want the %d chunks of the large file", singles, len(rec.Manifest.Chunks))
+	}
+}
+
+// TestBatchedFetchFallsBack: a chunk that fails in a batch is asked for
+// again on its own; a file whose chunk keeps failing is never written, not
+// even in part, while the rest of its batch arrives.
+func TestBatchedFetchFallsBack(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	once := []byte("fails once")
+	always := randomBytes(3, 2000)
+	a.write("once.txt", once)
+	a.write("always.txt", always)
+	others := map[string][]byte{}
+	for i := range 10 {
+		rel := fmt.Sprintf("other%d.txt", i)
+		others[rel] = randomBytes(uint64(100+i), 700)
+		a.write(rel, others[rel])
+	}
+	var failedOnce atomic.Bool
+	fail := func(req protocol.ChunkRequest) error {
+		switch req.Hash {
+		case chunker.Sum(once):
+			if failedOnce.CompareAndSwap(false, true) {
+				return errors.New("injected failure")
+			}
+		case chunker.Sum(always):
+			return errors.New("injected failure")
+		}
+		return nil
+	}
+	cut, conn := linkConns(t, ctx, a, b, fail, true)
+	defer cut()
+	eventually(t, "once.txt on b", hasContent(b, "once.txt", once))
+	for rel, data := range others {
+		eventually(t, rel+" on b", hasContent(b, rel, data))
+	}
+	if conn.batchd.Load() == 0 || conn.singles.Load() == 0 {
+		t.Errorf("%d batches and %d single requests; want both, the failure asked for again alone", conn.batchd.Load(), conn.singles.Load())
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.Lstat(filepath.Join(b.dir, "always.txt")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("always.txt, whose chunk never arrived, is on disk: %v", err)
+	}
+	if b.engine.Counters.Retries.Load() == 0 {
+		t.Error("the failing file was not queued again")
+	}
+}
