@@ -49,4 +49,3 @@ func TestPagerRunsWhileUsed(t *testing.T) {
 	}
 	p.close()
 }
-
