@@ -39,6 +39,10 @@ type RacyScanner interface {
 const (
 	// servedMax is how many files are kept open for serving at most.
 	servedMax = 64
+	// servedMaxChunks bounds the chunk lists kept with them (about 44
+	// bytes each, so about 46 MB; 64 GiB of files at the default chunk
+	// size). A file whose list does not fit is served with hashing.
+	servedMaxChunks = 1 << 20
 	// servedIdle is how long a served file stays open after its last
 	// request: a removed or replaced file's space is held that long.
 	servedIdle = 5 * time.Second
@@ -56,6 +60,9 @@ type servedFiles struct {
 	mu     sync.Mutex
 	active bool
 	files  map[string]*servedFile
+	chunks int // chunk refs held by the entries that count them
+	// maxChunks is servedMaxChunks; a field for tests.
+	maxChunks int
 }
 
 // servedFile is one file kept for serving. The fields before mu are set
@@ -76,6 +83,7 @@ type servedFile struct {
 	refs    int
 	last    time.Time
 	dropped bool // out of the map: closed when refs reach 0
+	counted bool // its chunks count in servedFiles.chunks
 }
 
 // acquire returns the entry for path, building it with build when there
@@ -104,6 +112,9 @@ func (s *servedFiles) acquire(path string, now time.Time, build func(*servedFile
 		e.last = now
 		s.mu.Unlock()
 		build(e)
+		s.mu.Lock()
+		s.account(e)
+		s.mu.Unlock()
 		close(e.ready)
 		return e
 	}
@@ -135,9 +146,35 @@ func (s *servedFiles) drop(path string, e *servedFile) {
 func (s *servedFiles) dropLocked(path string, e *servedFile) {
 	delete(s.files, path)
 	e.dropped = true
+	if e.counted {
+		s.chunks -= len(e.chunks)
+		e.counted = false
+	}
 	if e.refs == 0 {
 		e.close()
 	}
+}
+
+// account counts the chunk list of e, just built, making room for it by
+// dropping idle entries; a list that does not fit is let go, and the file
+// with it. Called before e.ready is closed, so e's fields may change.
+func (s *servedFiles) account(e *servedFile) {
+	if e.file == nil || e.dropped {
+		return
+	}
+	limit := s.maxChunks
+	if limit == 0 {
+		limit = servedMaxChunks
+	}
+	for s.chunks+len(e.chunks) > limit && s.evictLocked() {
+	}
+	if s.chunks+len(e.chunks) > limit {
+		e.file.Close()
+		e.file, e.fd, e.offsets, e.chunks = nil, -1, nil, nil
+		return
+	}
+	s.chunks += len(e.chunks)
+	e.counted = true
 }
 
 // evictLocked drops the least recently used entry not in use; false if

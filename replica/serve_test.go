@@ -274,3 +274,46 @@ func TestServedFilesBounded(t *testing.T) {
 		t.Fatalf("%d served unhashed, want %d", got, servedMax+5)
 	}
 }
+
+func TestServedChunkListsBounded(t *testing.T) {
+	n, _ := newServeNode(t)
+	n.write("a.bin", randomBytes(20, 100<<10))
+	n.write("b.bin", randomBytes(21, 100<<10))
+	n.write("big.bin", randomBytes(22, 300<<10))
+	ra, rb, rbig := chunkReqs(t, n, "a.bin"), chunkReqs(t, n, "b.bin"), chunkReqs(t, n, "big.bin")
+	if len(rbig) <= len(ra)+len(rb) {
+		t.Fatalf("big.bin has %d chunks, a.bin and b.bin %d: the test wants more", len(rbig), len(ra)+len(rb))
+	}
+	s := &n.engine.served
+	s.maxChunks = max(len(ra), len(rb)) + 1 // room for one of a.bin and b.bin
+	s.setActive(true)
+	defer s.setActive(false)
+	ctx := context.Background()
+	serve := func(req protocol.ChunkRequest) (unhashed bool) {
+		t.Helper()
+		before := n.engine.Counters.ChunksServedUnhashed.Load()
+		if _, err := n.engine.ReadChunk(ctx, req, nil); err != nil {
+			t.Fatal(err)
+		}
+		return n.engine.Counters.ChunksServedUnhashed.Load() > before
+	}
+	if !serve(ra[0]) {
+		t.Fatal("a.bin not served from its record")
+	}
+	if !serve(rb[0]) {
+		t.Fatal("b.bin not served from its record")
+	}
+	if kept, _ := s.count(); kept != 1 || s.chunks != len(rb) {
+		t.Fatalf("kept %d files with %d chunks; want b.bin alone, %d", kept, s.chunks, len(rb))
+	}
+	if serve(rbig[0]) {
+		t.Fatal("big.bin's list exceeds the bound, yet it was kept")
+	}
+	if _, open := s.count(); open != 0 || s.chunks != 0 {
+		t.Fatalf("%d files open, %d chunks counted after big.bin; want 0, 0", open, s.chunks)
+	}
+	s.setActive(false)
+	if s.chunks != 0 {
+		t.Fatalf("%d chunks counted with nothing kept", s.chunks)
+	}
+}
