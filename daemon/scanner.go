@@ -26,6 +26,8 @@ func (a scanAdapter) ScanPaths(ctx context.Context, paths []string) ([]string, e
 	return res.Retry, err
 }
 
+func (a scanAdapter) Racy(path string) bool { return a.s.Racy(path) }
+
 // clockFunc is a scanner.Clock made of a function.
 type clockFunc func(now time.Time) conflict.Stamp
 

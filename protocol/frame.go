@@ -59,6 +59,40 @@ func (w *Writer) WriteMessage(m Message) error {
 	return nil
 }
 
+// ResponseRoom is the room before a chunk response's data that
+// WriteChunkResponse writes the frame's header and the response's fields
+// into: the frame header, then the ID, the hash and two small fields.
+const ResponseRoom = HeaderSize + 3*binary.MaxVarintLen64 + 32
+
+// WriteChunkResponse is WriteMessage for a chunk response whose data lies
+// in frame after room bytes (r.Data is frame[room:]): the frame's header
+// and fields are put into the room and the frame goes out in one write,
+// not as a small write followed by the data. frame[:room] is overwritten.
+// Data elsewhere, or too little room, is written as WriteMessage does.
+func (w *Writer) WriteChunkResponse(r *ChunkResponse, frame []byte, room int) error {
+	if room < 0 || room > len(frame) || len(r.Data) == 0 || len(r.Data) != len(frame)-room || &r.Data[0] != &frame[room] {
+		return w.WriteMessage(r)
+	}
+	if err := r.validate(); err != nil {
+		return fmt.Errorf("encode %s: %w", r.Type(), Error{Code: CodeProtocol, Message: err.Error()})
+	}
+	b := append(w.buf[:0], byte(r.Type()), 0, 0, 0, 0)
+	b = r.appendHead(b)
+	if len(b) > room {
+		return w.WriteMessage(r)
+	}
+	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-HeaderSize+len(r.Data)))
+	w.buf = b
+	start := room - len(b)
+	copy(frame[start:], b)
+	n, err := w.w.Write(frame[start:])
+	w.n += int64(n)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", r.Type(), err)
+	}
+	return nil
+}
+
 // BytesWritten returns the number of bytes written so far, headers included.
 func (w *Writer) BytesWritten() int64 { return w.n }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -184,6 +185,61 @@ func TestWriterDoesNotCopyChunkData(t *testing.T) {
 	}
 	if len(rw.writes) != 2 || &rw.writes[1][0] != &data[0] || len(rw.writes[1]) != len(data) {
 		t.Fatalf("chunk data was not written from the caller's slice (%d writes)", len(rw.writes))
+	}
+}
+
+// TestWriteChunkResponseOneWrite: with room before the data, a chunk
+// response goes out in one write from the caller's buffer, the same bytes
+// WriteMessage writes; without it, or with data elsewhere, as WriteMessage.
+func TestWriteChunkResponseOneWrite(t *testing.T) {
+	payload := bytes.Repeat([]byte{9}, 64<<10)
+	for _, c := range []struct {
+		name   string
+		room   int
+		bare   bool
+		alias  bool
+		writes int
+	}{
+		{"bare", ResponseRoom, true, true, 1},
+		{"with hash", ResponseRoom, false, true, 1},
+		{"room for a bare head only", HeaderSize + 5, true, true, 1},
+		{"too little room", HeaderSize + 4, true, true, 2},
+		{"data elsewhere", ResponseRoom, true, false, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			frame := make([]byte, c.room+len(payload))
+			copy(frame[c.room:], payload)
+			r := &ChunkResponse{ID: 70000, Hash: chunker.Sum(payload), Bare: c.bare, Data: frame[c.room:]}
+			if !c.alias {
+				r.Data = slices.Clone(payload)
+			}
+			var want bytes.Buffer
+			if err := NewWriter(&want).WriteMessage(r); err != nil {
+				t.Fatal(err)
+			}
+			var rw recordingWriter
+			w := NewWriter(&rw)
+			if err := w.WriteChunkResponse(r, frame, c.room); err != nil {
+				t.Fatal(err)
+			}
+			if len(rw.writes) != c.writes {
+				t.Fatalf("%d writes, want %d", len(rw.writes), c.writes)
+			}
+			if got := bytes.Join(rw.writes, nil); !bytes.Equal(got, want.Bytes()) || w.BytesWritten() != int64(want.Len()) {
+				t.Fatalf("wrote %d bytes (counted %d), not the %d WriteMessage writes", len(got), w.BytesWritten(), want.Len())
+			}
+			if c.writes == 1 && &rw.writes[0][len(rw.writes[0])-1] != &frame[len(frame)-1] {
+				t.Fatal("the frame was copied, not written from the caller's buffer")
+			}
+			m, err := NewReader(bytes.NewReader(want.Bytes()), 1<<20).ReadMessage()
+			if got, ok := m.(*ChunkResponse); err != nil || !ok || got.ID != 70000 || !bytes.Equal(got.Data, payload) {
+				t.Fatalf("read back %v, %v", m, err)
+			}
+		})
+	}
+	var rw recordingWriter
+	if err := NewWriter(&rw).WriteChunkResponse(&ChunkResponse{ID: 1}, make([]byte, ResponseRoom), ResponseRoom); err == nil {
+		t.Fatal("an OK response without data was written")
 	}
 }
 

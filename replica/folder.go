@@ -95,6 +95,9 @@ type Counters struct {
 	BytesFetched  atomic.Int64
 	Conflicts     atomic.Int64 // losing versions kept
 	Retries       atomic.Int64 // applies that failed and were queued again
+	// ChunksServedUnhashed counts chunks served to peers from a file its
+	// record vouched for, without hashing them.
+	ChunksServedUnhashed atomic.Int64
 }
 
 // Folder is the engine of one synced folder. Create it with New, start it
@@ -155,6 +158,9 @@ type Folder struct {
 	// which commits were reported.
 	commitMu sync.Mutex
 	observed uint64
+
+	// served keeps the files being served to peers open (serve.go).
+	served servedFiles
 
 	// Counters are updated by the engine and read by metrics.
 	Counters Counters
@@ -355,7 +361,7 @@ func (f *Folder) Run(ctx context.Context, batches <-chan Batch) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		f.pullLoop(ctx)
@@ -363,6 +369,10 @@ func (f *Folder) Run(ctx context.Context, batches <-chan Batch) error {
 	go func() {
 		defer wg.Done()
 		f.gcLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		f.serveLoop(ctx)
 	}()
 	err := f.localLoop(ctx, batches)
 	cancel()
@@ -583,6 +593,9 @@ var errChanged = errors.New("content changed since it was indexed")
 func (f *Folder) ReadChunk(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
 	ref := chunker.Ref{Hash: req.Hash, Length: req.Length}
 	if req.Path != "" {
+		if data, ok := f.readServed(req.Path, int64(req.Offset), ref, buf); ok {
+			return data, nil
+		}
 		if data, err := f.readLocalChunk(req.Path, int64(req.Offset), ref, buf); err == nil {
 			return data, nil
 		}

@@ -330,6 +330,12 @@ func (s *Scanner) racyRecorded(rel string) bool {
 	return ok
 }
 
+// Racy reports whether the file at rel (relative to the folder, slash-
+// separated) was recorded with a racy mtime and not read since with an old
+// one: its record's size and mtime cannot vouch for its content. Safe for
+// concurrent use.
+func (s *Scanner) Racy(rel string) bool { return s.racyRecorded(rel) }
+
 // setRacy notes whether rel's record may have a racy mtime.
 func (s *Scanner) setRacy(rel string, racy bool) {
 	s.racyMu.Lock()

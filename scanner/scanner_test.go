@@ -914,7 +914,7 @@ func TestCompleteRacyFile(t *testing.T) {
 	if res.Stats.Retries != 1 {
 		t.Errorf("%d retries counted, want 1 (other)", res.Stats.Retries)
 	}
-	if !e.s.racyRecorded("page.html") {
+	if !e.s.Racy("page.html") {
 		t.Fatal("page.html recorded with a racy mtime but not remembered as such")
 	}
 
@@ -933,7 +933,7 @@ func TestCompleteRacyFile(t *testing.T) {
 	if got := e.get("page.html"); !got.Manifest.Equal(manifestOf(t, []byte("version 2"))) {
 		t.Error("page.html recorded without the same-tick write")
 	}
-	if e.s.racyRecorded("page.html") {
+	if e.s.Racy("page.html") {
 		t.Error("page.html read with an old mtime but still held racy")
 	}
 	// From now on the quick check vouches for it.

@@ -383,7 +383,9 @@ func (c *Conn) serve(s *quic.Stream) {
 	// buf is handed to the chunk server for each request in turn: a
 	// response is written whole (and the stream copies what it sends)
 	// before the next request is read, so one buffer per stream serves
-	// them all without allocating and clearing one per chunk.
+	// them all without allocating and clearing one per chunk. The server
+	// gets it after protocol.ResponseRoom bytes, where the response's
+	// header goes, so that the response is one write.
 	var buf []byte
 	for {
 		// An idle stream waits for its next request without a deadline:
@@ -424,8 +426,8 @@ func (c *Conn) serve(s *quic.Stream) {
 			return
 		}
 		for i := range reqs {
-			if cap(buf) < int(reqs[i].Length) && reqs[i].Length <= protocol.MaxChunkSize {
-				buf = make([]byte, reqs[i].Length)
+			if cap(buf) < protocol.ResponseRoom+int(reqs[i].Length) && reqs[i].Length <= protocol.MaxChunkSize {
+				buf = make([]byte, protocol.ResponseRoom+int(reqs[i].Length))
 			}
 			if !c.serveOne(s, w, &reqs[i], buf) {
 				abort(protocol.CodeCanceled)
@@ -436,7 +438,8 @@ func (c *Conn) serve(s *quic.Stream) {
 }
 
 // serveOne answers req on s; false means the response could not be
-// written and the stream is unusable.
+// written and the stream is unusable. The chunk is read into buf after
+// protocol.ResponseRoom bytes when buf has room for it.
 func (c *Conn) serveOne(s *quic.Stream, w *protocol.Writer, req *protocol.ChunkRequest, buf []byte) bool {
 	deadline := time.Now().Add(c.t.cfg.RequestTimeout)
 	s.SetWriteDeadline(deadline)
@@ -452,7 +455,11 @@ func (c *Conn) serveOne(s *quic.Stream, w *protocol.Writer, req *protocol.ChunkR
 	if c.t.cfg.Chunks == nil {
 		err = protocol.ErrNotFound
 	} else {
-		data, err = c.t.cfg.Chunks.ReadChunk(ctx, c.peer.ID, *req, buf)
+		var into []byte
+		if len(buf) >= protocol.ResponseRoom {
+			into = buf[protocol.ResponseRoom:]
+		}
+		data, err = c.t.cfg.Chunks.ReadChunk(ctx, c.peer.ID, *req, into)
 	}
 	switch {
 	case err != nil && ctx.Err() != nil:
@@ -483,7 +490,13 @@ func (c *Conn) serveOne(s *quic.Stream, w *protocol.Writer, req *protocol.ChunkR
 		}
 	}
 	before := w.BytesWritten()
-	err = w.WriteMessage(&resp)
+	if resp.Compressed || len(buf) < protocol.ResponseRoom+len(resp.Data) {
+		err = w.WriteMessage(&resp)
+	} else {
+		// One write when the data is where the chunk server was asked to
+		// read it (WriteChunkResponse checks).
+		err = w.WriteChunkResponse(&resp, buf[:protocol.ResponseRoom+len(resp.Data)], protocol.ResponseRoom)
+	}
 	written := uint64(w.BytesWritten() - before)
 	if err != nil {
 		c.stats.sentRaw.Add(written)
