@@ -80,8 +80,8 @@
 // Badger maps its table, memtable and value-log files, so every page it
 // writes or reads there counts in the process's resident set: without more,
 // about the whole index after a first scan. While the index is in use,
-// pages.go reclaims those pages every 50 ms (MADV_PAGEOUT), so what stays
-// resident is what was touched since. TuneRuntime, which the daemon calls,
+// pages.go reclaims those pages (MADV_PAGEOUT) whenever the process's
+// file-backed resident memory exceeds 32 MiB, looking every 200 ms. TuneRuntime, which the daemon calls,
 // sets GOGC to 50 (Badger's arenas and table builders make the heap's live
 // part bursty) and a soft limit with debug.SetMemoryLimit.
 // scanner.BenchmarkScan reports the anonymous and file-backed peaks apart.

@@ -50,6 +50,31 @@ func releaseMapped(dir string) (int64, error) {
 	return total, sc.Err()
 }
 
+// fileResident returns the process's file-backed resident memory: the
+// third field of /proc/self/statm (resident shared pages, which for a Go
+// program is RssFile) times the page size.
+func fileResident() (int64, error) {
+	var buf [128]byte
+	f, err := os.Open("/proc/self/statm")
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.Read(buf[:])
+	f.Close()
+	if err != nil {
+		return 0, err
+	}
+	fields := bytes.Fields(buf[:n])
+	if len(fields) < 3 {
+		return 0, fmt.Errorf("/proc/self/statm: %q: too few fields", buf[:n])
+	}
+	pages, err := strconv.ParseInt(string(fields[2]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/self/statm: %w", err)
+	}
+	return pages * int64(os.Getpagesize()), nil
+}
+
 // sharedMappingUnder parses one line of /proc/self/maps
 // ("start-end perms offset dev inode path") and reports the address range
 // if the mapping is shared and its path starts with prefix.

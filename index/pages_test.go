@@ -15,6 +15,9 @@ func TestPagerRunsWhileUsed(t *testing.T) {
 	var busy atomic.Bool
 	p := newPager("/nonexistent", 5*time.Millisecond, busy.Load)
 	p.release = func(string) (int64, error) { calls.Add(1); return 1, nil }
+	var resident atomic.Int64 // over budget until the test says otherwise
+	resident.Store(releaseBudget + 1)
+	p.resident = func() (int64, error) { return resident.Load(), nil }
 
 	time.Sleep(50 * time.Millisecond)
 	if n := calls.Load(); n != 0 {
@@ -33,6 +36,23 @@ func TestPagerRunsWhileUsed(t *testing.T) {
 	busy.Store(true)
 	p.touch()
 	waitFor(t, "releases while busy", func() bool { return calls.Load() >= n+5 })
+	busy.Store(false)
+	waitFor(t, "the pager to stop once not busy", func() bool { return !p.armed.Load() })
+
+	// Under budget, the pager looks but leaves the pages resident.
+	resident.Store(releaseBudget)
+	busy.Store(true)
+	n = calls.Load()
+	p.touch()
+	time.Sleep(50 * time.Millisecond)
+	if got := calls.Load(); got != n {
+		t.Fatalf("%d releases under budget", got-n)
+	}
+	if !p.armed.Load() {
+		t.Fatal("the pager stopped looking while busy")
+	}
+	resident.Store(releaseBudget + 1)
+	waitFor(t, "a release once over budget", func() bool { return calls.Load() > n })
 	busy.Store(false)
 	waitFor(t, "the pager to stop once not busy", func() bool { return !p.armed.Load() })
 
