@@ -262,3 +262,63 @@ func TestDirsConcurrent(t *testing.T) {
 		t.Fatalf("%d files, want 64", n)
 	}
 }
+
+func TestDirsOpen(t *testing.T) {
+	f, dir := open(t)
+	outside := t.TempDir()
+	for rel, content := range map[string]string{"a/b/c": "c", "a/b/d": "dd", "top": "top"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, rel)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, rel), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(outside, "c"), []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{"a/b/l": "c", "a/lb": "b", "out": outside, "a/b/lout": filepath.Join(outside, "c")} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds := f.Dirs(0)
+	defer ds.Close()
+	for rel, want := range map[string]string{"a/b/c": "c", "a/b/d": "dd", "top": "top"} {
+		file, err := ds.Open(rel)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", rel, err)
+		}
+		b := make([]byte, 8)
+		n, _ := file.ReadAt(b, 0)
+		file.Close()
+		if string(b[:n]) != want {
+			t.Errorf("%s = %q, want %q", rel, b[:n], want)
+		}
+	}
+	// Both files of a/b were opened from one handle.
+	d1, err := ds.Dir("a/b", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds.open) != 2 || ds.open["a/b"] != d1 {
+		t.Errorf("open handles %v, want the root and a/b", ds.open)
+	}
+	for _, rel := range []string{"a/b/l", "a/b/lout", "a/lb/c", "out/c"} {
+		if file, err := ds.Open(rel); err == nil {
+			file.Close()
+			t.Errorf("Open(%q) through or of a symlink succeeded", rel)
+		}
+	}
+	for _, rel := range []string{"../x", "a/../top", "/abs", "a/b/../../top", ""} {
+		if _, err := ds.Open(rel); !errors.Is(err, ErrUnsafePath) {
+			t.Errorf("Open(%q) = %v, want ErrUnsafePath", rel, err)
+		}
+	}
+	if _, err := ds.Open("a/missing/c"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("open under a missing directory = %v, want ErrNotExist", err)
+	}
+	if _, err := ds.Open("a/b/none"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("open of a missing file = %v, want ErrNotExist", err)
+	}
+}
