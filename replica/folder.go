@@ -163,6 +163,9 @@ type Folder struct {
 	// servedDirs the directories of the small ones (servedirs.go).
 	served     servedFiles
 	servedDirs servedDirs
+	// echoes notes the versions applied from peers, not to be announced
+	// back to them (echo.go).
+	echoes echoes
 	// smallChunk is the length up to which a served chunk is read and
 	// hashed through servedDirs; a field for tests.
 	smallChunk uint32

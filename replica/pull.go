@@ -342,6 +342,10 @@ func (f *Folder) finish(ctx context.Context, b *batch) {
 		if err := f.flushApplied(flushAfter(plan, anyTemp, len(written)), written); err != nil {
 			f.log.Warn("flushing renames failed", "err", err)
 		}
+		// Noted before the records can be streamed (echo.go).
+		for _, j := range written {
+			f.echoes.note(j.it.info.Path, j.rec.Version, j.it.holders)
+		}
 		err := f.ix.Apply(f.id, writes)
 		if err == nil {
 			err = f.ix.Sync()

@@ -18,7 +18,7 @@ func queueFolder() *Folder {
 
 func addInfo(t *testing.T, f *Folder, fi protocol.FileInfo) {
 	t.Helper()
-	if err := f.queue.add(context.Background(), f, 1, &fi); err != nil {
+	if err := f.queue.add(context.Background(), f, 1, 0, &fi); err != nil {
 		t.Fatal(err)
 	}
 }
