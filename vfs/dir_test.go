@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -320,5 +321,52 @@ func TestDirsOpen(t *testing.T) {
 	}
 	if _, err := ds.Open("a/b/none"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("open of a missing file = %v, want ErrNotExist", err)
+	}
+}
+
+// TestDirLstatLikeOS: Dir.Lstat describes an entry as os.Lstat does.
+func TestDirLstatLikeOS(t *testing.T) {
+	f, dir := open(t)
+	if err := os.WriteFile(filepath.Join(dir, "file"), []byte("12345"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "file"), 0o640|fs.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "sub"), 0o750|fs.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("file", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.OpenDir(".", false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, name := range []string{"file", "sub", "link", "fifo"} {
+		got, err := d.Lstat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Name() != want.Name() || got.Size() != want.Size() || got.Mode() != want.Mode() ||
+			!got.ModTime().Equal(want.ModTime()) || got.IsDir() != want.IsDir() ||
+			*got.Sys().(*syscall.Stat_t) != *want.Sys().(*syscall.Stat_t) {
+			t.Errorf("%s: %v %v %v %v, want %v %v %v %v", name, got.Name(), got.Size(), got.Mode(), got.ModTime(),
+				want.Name(), want.Size(), want.Mode(), want.ModTime())
+		}
+	}
+	if _, err := d.Lstat("none"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Lstat of a missing entry = %v, want ErrNotExist", err)
 	}
 }
