@@ -16,6 +16,8 @@ package e2e
 //	    -benchtime 1x -timeout 4h ./e2e
 //
 // LOCKSTEP_BENCH_SCALE=small shrinks every size for a quick run.
+// LOCKSTEP_BENCH_PROFILE=DIR with LOCKSTEP_PPROF=1 writes CPU profiles of
+// both daemons during the small-files sync to DIR.
 // TestBenchSmoke runs every scenario once at a tiny size in the ordinary
 // test run, so that this code keeps working.
 
@@ -33,6 +35,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -387,8 +390,10 @@ func benchSmallFiles(tb testing.TB, sc benchScale) figures {
 	cpu0 := cpuOf(tb, n1.cmd.Process.Pid)
 	start := time.Now()
 	n2.start()
+	profiled := r.profile("smallfiles", n1, n2)
 	took := r.waitSynced(start, sc.timeout, arrived.atLeast(sc.smallFiles))
 	cpu := cpuOf(tb, n1.cmd.Process.Pid) - cpu0 + cpuOf(tb, n2.cmd.Process.Pid)
+	profiled()
 	st := n2.status()
 	wire, _ := st.received()
 	sent := sentBytes(st)
@@ -608,6 +613,7 @@ type benchNode struct {
 	staging string
 	cmd     *exec.Cmd
 	waitErr chan error
+	metrics string // metrics address, set under LOCKSTEP_BENCH_PROFILE
 }
 
 func newRig(tb testing.TB, n int) *rig {
@@ -644,6 +650,10 @@ func newRig(tb testing.TB, n int) *rig {
 	for i, nd := range r.nodes {
 		var b strings.Builder
 		fmt.Fprintf(&b, "[node]\nname = %q\ndata_dir = %q\nlisten = %q\n", nd.name, filepath.Join(nd.dir, "data"), addrs[i])
+		if os.Getenv("LOCKSTEP_BENCH_PROFILE") != "" {
+			nd.metrics = freeTCPAddr(tb)
+			fmt.Fprintf(&b, "metrics = %q\n", nd.metrics)
+		}
 		for j, p := range r.nodes {
 			if j != i {
 				fmt.Fprintf(&b, "\n[[peers]]\nname = %q\nid = %q\naddress = %q\n", p.name, ids[j], addrs[j])
@@ -723,6 +733,61 @@ func (r *rig) exited() string {
 func (r *rig) start() {
 	for _, nd := range r.nodes {
 		nd.start()
+	}
+}
+
+// profile takes CPU profiles of the given nodes, one after the other
+// in 2 s slices, until the returned function is called, when
+// LOCKSTEP_BENCH_PROFILE names a directory: each slice is written there as
+// NAME-NODE-I.pprof (`go tool pprof` merges them). The returned function
+// waits for the last slices.
+func (r *rig) profile(name string, nodes ...*benchNode) (stop func()) {
+	dir := os.Getenv("LOCKSTEP_BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, nd := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=2", nd.metrics)
+			for i, failed := 0, 0; ; {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				resp, err := http.Get(url)
+				if err != nil {
+					// The node may still be starting.
+					if failed++; failed > 100 {
+						r.tb.Logf("profile of %s: %v", nd.name, err)
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("%s: %s", resp.Status, b)
+				}
+				if err == nil {
+					err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%s-%02d.pprof", name, nd.name, i)), b, 0o644)
+				}
+				if err != nil {
+					r.tb.Logf("profile of %s: %v", nd.name, err)
+					return
+				}
+				i++
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-func freeTCPAddr(t *testing.T) string {
+func freeTCPAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -196,6 +196,23 @@ func TestChunkLocations(t *testing.T) {
 		if got := locate(t, ix, chunk); !slices.Equal(got, want) {
 			t.Errorf("Locate(%s) = %v, want %v", chunk, got, want)
 		}
+		// LocateAll agrees, with other chunks asked for around it.
+		h := chunker.Sum([]byte(chunk))
+		all, err := ix.LocateAll([]chunker.Hash{chunker.Sum([]byte("BB")), h, chunker.Sum([]byte("none")), h}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range all[h] {
+			got = append(got, fmt.Sprintf("%s:%s@%d+%d", l.Folder, l.Path, l.Offset, l.Length))
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("LocateAll(%s) = %v, want %v", chunk, got, want)
+		}
+		if _, ok := all[chunker.Sum([]byte("none"))]; ok {
+			t.Errorf("LocateAll found a chunk that is nowhere")
+		}
 	}
 	check("AAAA", "f:x@0+4")
 	check("BB", "f:x@4+2", "f:y@0+2")
@@ -219,6 +236,10 @@ func TestChunkLocations(t *testing.T) {
 	locs, err := ix.Locate(chunker.Sum([]byte("DD")), 2)
 	if err != nil || len(locs) != 2 {
 		t.Errorf("Locate with limit 2 = %v, %v", locs, err)
+	}
+	all, err := ix.LocateAll([]chunker.Hash{chunker.Sum([]byte("DD")), chunker.Sum([]byte("BB"))}, 2)
+	if err != nil || len(all[chunker.Sum([]byte("DD"))]) != 2 || len(all[chunker.Sum([]byte("BB"))]) != 1 {
+		t.Errorf("LocateAll with limit 2 = %v, %v", all, err)
 	}
 	checkConsistent(t, ix)
 }

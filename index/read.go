@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -257,25 +258,9 @@ func (ix *Index) Locate(h chunker.Hash, limit int) ([]Location, error) {
 	var out []Location
 	errEnough := errors.New("enough")
 	err := ix.scan(context.Background(), locPrefix(h), nil, func(_ *badger.Txn, item *badger.Item) ([]byte, error) {
-		_, f, off, path, err := parseLocKey(item.Key())
-		if err != nil {
-			return nil, fmt.Errorf("index: chunk location key %x: %w: %v", item.Key(), ErrCorrupt, err)
-		}
-		name, live := ix.folderName(f)
-		if !live {
-			return nil, nil // a reset folder's data, about to be removed
-		}
-		loc := Location{Folder: name, Path: path, Offset: off}
-		err = item.Value(func(v []byte) error {
-			n, k := binary.Uvarint(v)
-			if k <= 0 || k != len(v) || n == 0 || n > 1<<32-1 {
-				return fmt.Errorf("index: chunk location of %s in %q: %w: bad length", h.Short(), path, ErrCorrupt)
-			}
-			loc.Length = uint32(n)
-			return nil
-		})
-		if err != nil {
-			return nil, err
+		loc, live, err := ix.location(h, item)
+		if err != nil || !live {
+			return nil, err // !live: a reset folder's data, about to be removed
 		}
 		out = append(out, loc)
 		if limit > 0 && len(out) >= limit {
@@ -287,6 +272,60 @@ func (ix *Index) Locate(h chunker.Hash, limit int) ([]Location, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// LocateAll is Locate for each of hashes, read from one snapshot with one
+// iterator: for a batch of chunks, much cheaper than a Locate each. It
+// returns only the hashes found, each with up to limit places.
+func (ix *Index) LocateAll(hashes []chunker.Hash, limit int) (map[chunker.Hash][]Location, error) {
+	sorted := slices.Clone(hashes)
+	slices.SortFunc(sorted, func(a, b chunker.Hash) int { return bytes.Compare(a[:], b[:]) })
+	sorted = slices.Compact(sorted)
+	out := map[chunker.Hash][]Location{}
+	txn := ix.newTxn(false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLoc}})
+	defer it.Close()
+	for _, h := range sorted {
+		p := locPrefix(h)
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			loc, live, err := ix.location(h, it.Item())
+			if err != nil {
+				return nil, err
+			}
+			if !live {
+				continue
+			}
+			out[h] = append(out[h], loc)
+			if limit > 0 && len(out[h]) >= limit {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// location decodes the chunk location item of h; live is false for a
+// reset folder's data, about to be removed.
+func (ix *Index) location(h chunker.Hash, item *badger.Item) (loc Location, live bool, err error) {
+	_, f, off, path, err := parseLocKey(item.Key())
+	if err != nil {
+		return loc, false, fmt.Errorf("index: chunk location key %x: %w: %v", item.Key(), ErrCorrupt, err)
+	}
+	name, live := ix.folderName(f)
+	if !live {
+		return loc, false, nil
+	}
+	loc = Location{Folder: name, Path: path, Offset: off}
+	err = item.Value(func(v []byte) error {
+		n, k := binary.Uvarint(v)
+		if k <= 0 || k != len(v) || n == 0 || n > 1<<32-1 {
+			return fmt.Errorf("index: chunk location of %s in %q: %w: bad length", h.Short(), path, ErrCorrupt)
+		}
+		loc.Length = uint32(n)
+		return nil
+	})
+	return loc, err == nil, err
 }
 
 // Progress returns where replication with peer stands for folder (zero if

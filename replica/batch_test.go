@@ -92,3 +92,35 @@ func TestBatchedFetchFallsBack(t *testing.T) {
 		t.Error("the failing file was not queued again")
 	}
 }
+
+// TestBatchedFetchUsesLocalCopies: in a group fetched with chunk batches,
+// a small file whose chunk this node holds already is built from its own
+// copy, the others fetched.
+func TestBatchedFetchUsesLocalCopies(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	same := randomBytes(40, 900)
+	b.write("mine.txt", same)
+	a.write("copy.txt", same)
+	others := map[string][]byte{}
+	for i := range 8 {
+		rel := fmt.Sprintf("other%d.txt", i)
+		others[rel] = randomBytes(uint64(200+i), 600)
+		a.write(rel, others[rel])
+	}
+	cut, conn := linkConns(t, ctx, a, b, nil, true)
+	defer cut()
+	eventually(t, "copy.txt on b", hasContent(b, "copy.txt", same))
+	for rel, data := range others {
+		eventually(t, rel+" on b", hasContent(b, rel, data))
+	}
+	if got := b.engine.Counters.ChunksLocal.Load(); got != 1 {
+		t.Errorf("%d chunks copied locally, want copy.txt's", got)
+	}
+	if got := b.engine.Counters.ChunksFetched.Load(); got != int64(len(others)) {
+		t.Errorf("%d chunks fetched, want %d", got, len(others))
+	}
+	if conn.batchd.Load() == 0 {
+		t.Error("no chunk batches")
+	}
+}

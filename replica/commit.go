@@ -120,6 +120,8 @@ func (f *Folder) observeCommits(at time.Time) error {
 	for _, p := range f.peers {
 		confirmed = append(confirmed, p.progress.Confirmed)
 	}
+	// A version confirmed was stamped before: read after the confirmations.
+	none := f.recorded.first == 0
 	f.mu.Unlock()
 	through := f.committedThrough(confirmed)
 	if through == ^uint64(0) || through <= f.observed {
@@ -127,6 +129,11 @@ func (f *Folder) observeCommits(at time.Time) error {
 	}
 	from := f.observed
 	f.observed = through
+	if none {
+		// No local version recorded since the start (a node that only
+		// receives): nothing to time, no need to read the records.
+		return nil
+	}
 	var lat []time.Duration
 	err := f.ix.Since(context.Background(), f.id, from, func(r index.Record) error {
 		if r.Sequence > through {

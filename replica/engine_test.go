@@ -40,6 +40,8 @@ type testNode struct {
 	clock  *Clock
 	served int64 // chunk bytes served to peers
 	diffs  int   // announced chunk lists sent as differences
+	// announced counts the index entries sent to peers.
+	announced int
 	// committed holds the latencies reported by Events.Committed.
 	committed []time.Duration
 	mu        sync.Mutex
@@ -173,6 +175,9 @@ type memConn struct {
 
 func (c *memConn) Send(ctx context.Context, m protocol.Message) error {
 	if u, ok := m.(*protocol.IndexUpdate); ok {
+		c.from.mu.Lock()
+		c.from.announced += len(u.Files)
+		c.from.mu.Unlock()
 		for _, fi := range u.Files {
 			if fi.Delta != nil {
 				c.from.mu.Lock()

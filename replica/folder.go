@@ -159,8 +159,16 @@ type Folder struct {
 	commitMu sync.Mutex
 	observed uint64
 
-	// served keeps the files being served to peers open (serve.go).
-	served servedFiles
+	// served keeps the files being served to peers open (serve.go), and
+	// servedDirs the directories of the small ones (servedirs.go).
+	served     servedFiles
+	servedDirs servedDirs
+	// echoes notes the versions applied from peers, not to be announced
+	// back to them (echo.go).
+	echoes echoes
+	// smallChunk is the length up to which a served chunk is read and
+	// hashed through servedDirs; a field for tests.
+	smallChunk uint32
 
 	// Counters are updated by the engine and read by metrics.
 	Counters Counters
@@ -202,6 +210,7 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 		queue:     newQueue(),
 		recorded:  recordTimes{max: maxRecordTimes},
 	}
+	f.smallChunk = smallChunk
 	fc := opts.Folder
 	f.cfg.Store(&fc)
 	stored, err := opts.Index.Peers(opts.Folder.ID)
@@ -592,7 +601,12 @@ var errChanged = errors.New("content changed since it was indexed")
 // into buf when its capacity suffices (see transport.ChunkServer).
 func (f *Folder) ReadChunk(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
 	ref := chunker.Ref{Hash: req.Hash, Length: req.Length}
-	if req.Path != "" {
+	switch {
+	case req.Path != "" && req.Length <= f.smallChunk:
+		if data, err := f.readSmallChunk(req.Path, int64(req.Offset), ref, buf); err == nil {
+			return data, nil
+		}
+	case req.Path != "":
 		if data, ok := f.readServed(req.Path, int64(req.Offset), ref, buf); ok {
 			return data, nil
 		}

@@ -45,6 +45,8 @@ const (
 	batchBytes      = 1 << 20
 	diskWorkers     = 2
 	errNoSourceWait = 2 * time.Second
+	// locateMax is how many local places of a chunk are looked up.
+	locateMax = 4
 	// retryLogLines is how many failed applies of one batch are logged
 	// one by one; the rest are counted in one line.
 	retryLogLines = 3
@@ -342,6 +344,10 @@ func (f *Folder) finish(ctx context.Context, b *batch) {
 		if err := f.flushApplied(flushAfter(plan, anyTemp, len(written)), written); err != nil {
 			f.log.Warn("flushing renames failed", "err", err)
 		}
+		// Noted before the records can be streamed (echo.go).
+		for _, j := range written {
+			f.echoes.note(j.it.info.Path, j.rec.Version, j.it.holders)
+		}
 		err := f.ix.Apply(f.id, writes)
 		if err == nil {
 			err = f.ix.Sync()
@@ -548,7 +554,12 @@ func diskMatches(r *index.Record, have bool, st fs.FileInfo, exists bool) bool {
 
 // steps plans how the remote file of j is put together from local and
 // remote chunks.
-func (f *Folder) steps(j *job) []Step {
+func (f *Folder) steps(j *job) []Step { return f.stepsFrom(j, nil) }
+
+// stepsFrom is steps with the local copies of the chunks looked up
+// already (index.LocateAll, each chunk with its places or absent); nil:
+// looked up one by one.
+func (f *Folder) stepsFrom(j *job, located map[chunker.Hash][]index.Location) []Step {
 	fi := &j.it.info
 	// Chunks that the local version lacks may still hold its bytes, cut
 	// differently next to an edit: try where they would lie in it.
@@ -557,9 +568,14 @@ func (f *Folder) steps(j *job) []Step {
 		guesses = GuessOffsets(j.local.Manifest.Chunks, fi.Chunks)
 	}
 	locate := func(h chunker.Hash) []Location {
-		locs, err := f.ix.Locate(h, 4)
-		if err != nil {
-			return nil
+		locs, ok := located[h]
+		if located == nil {
+			var err error
+			if locs, err = f.ix.Locate(h, locateMax); err != nil {
+				return nil
+			}
+		} else if !ok {
+			locs = nil
 		}
 		var out []Location
 		for _, l := range locs {
@@ -661,8 +677,19 @@ func (f *Folder) fetchBatched(ctx context.Context, jobs []*job, done func(*job, 
 	byPeer := map[conflict.NodeID][]want{}
 	var peers []conflict.NodeID
 	var files []*pending
+	// The local copies of every chunk of the group, looked up at once.
+	var hashes []chunker.Hash
 	for _, j := range jobs {
-		steps := f.steps(j)
+		for _, c := range j.it.info.Chunks {
+			hashes = append(hashes, c.Hash)
+		}
+	}
+	located, err := f.ix.LocateAll(hashes, locateMax)
+	if err != nil {
+		located = nil // looked up one by one, as errors allow
+	}
+	for _, j := range jobs {
+		steps := f.stepsFrom(j, located)
 		ok := len(steps) > 0
 		for i := range steps {
 			s := &steps[i]

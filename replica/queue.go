@@ -20,6 +20,10 @@ type item struct {
 	info protocol.FileInfo
 	// sources are the peers that announced exactly info's version.
 	sources []conflict.NodeID
+	// holders are those of sources whose announcement was of their
+	// current index, with its epoch: once applied, the version is not
+	// announced back to them (echo.go).
+	holders []peerEpoch
 	// waits are the announcements this item completes: each holds back
 	// its peer's watermark until the item is done.
 	waits     []wait
@@ -113,7 +117,7 @@ func (q *queue) len() int { return len(q.items) }
 
 // add queues fi, announced by peer from, or merges it into the item queued
 // for the same path. It blocks while the queue is full.
-func (q *queue) add(ctx context.Context, f *Folder, from conflict.NodeID, fi *protocol.FileInfo) error {
+func (q *queue) add(ctx context.Context, f *Folder, from conflict.NodeID, epoch uint64, fi *protocol.FileInfo) error {
 	select {
 	case q.tokens <- struct{}{}:
 	case <-ctx.Done():
@@ -121,8 +125,12 @@ func (q *queue) add(ctx context.Context, f *Folder, from conflict.NodeID, fi *pr
 	}
 	f.mu.Lock()
 	w := wait{peer: from, seq: fi.Sequence}
+	var holder []peerEpoch
 	if p := f.peers[from]; p != nil {
 		p.wm.Start(fi.Sequence)
+		if p.progress.PeerEpoch == epoch {
+			holder = []peerEpoch{{from, epoch}}
+		}
 	}
 	it, ok := q.items[fi.Path]
 	if ok {
@@ -134,15 +142,17 @@ func (q *queue) add(ctx context.Context, f *Folder, from conflict.NodeID, fi *pr
 			q.unheap(it)
 			it.info = *fi
 			it.sources = []conflict.NodeID{from}
+			it.holders = holder
 			it.attempts, it.notBefore = 0, time.Time{}
 			q.put(it)
 		default:
 			if it.info.Version.Compare(fi.Version) == conflict.Equal && !containsNode(it.sources, from) {
 				it.sources = append(it.sources, from)
+				it.holders = append(it.holders, holder...)
 			}
 		}
 	} else {
-		q.put(&item{info: *fi, sources: []conflict.NodeID{from}, waits: []wait{w}, pos: -1})
+		q.put(&item{info: *fi, sources: []conflict.NodeID{from}, holders: holder, waits: []wait{w}, pos: -1})
 	}
 	f.mu.Unlock()
 	q.wake.Notify()

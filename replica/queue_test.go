@@ -18,7 +18,7 @@ func queueFolder() *Folder {
 
 func addInfo(t *testing.T, f *Folder, fi protocol.FileInfo) {
 	t.Helper()
-	if err := f.queue.add(context.Background(), f, 1, &fi); err != nil {
+	if err := f.queue.add(context.Background(), f, 1, 0, &fi); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -135,5 +135,42 @@ func TestQueueTakeSkipsBusy(t *testing.T) {
 	batch, _ = f.queue.take(now, 1, nil)
 	if !slices.Equal(paths(batch), []string{"a"}) {
 		t.Fatalf("take once free = %v, want [a]", paths(batch))
+	}
+}
+
+// TestQueueHolders: the peers that announced an item's version are its
+// holders only when they announced it from the index they have now.
+func TestQueueHolders(t *testing.T) {
+	f := queueFolder()
+	for id, epoch := range map[conflict.NodeID]uint64{1: 10, 2: 20, 3: 30} {
+		p := &peer{wm: newWatermark(0)}
+		p.progress.PeerEpoch = epoch
+		f.peers[id] = p
+	}
+	v := conflict.Vector{{Node: 9, Value: 1}}
+	fi := protocol.FileInfo{Path: "x", Type: protocol.File, Version: v, Sequence: 1}
+	ctx := context.Background()
+	for _, a := range []struct {
+		from  conflict.NodeID
+		epoch uint64
+	}{{1, 10}, {2, 19}, {3, 30}} {
+		if err := f.queue.add(ctx, f, a.from, a.epoch, &fi); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it := f.queue.items["x"]
+	want := []peerEpoch{{1, 10}, {3, 30}}
+	if !slices.Equal(it.holders, want) || len(it.sources) != 3 {
+		t.Fatalf("holders %v, sources %v; want holders %v and 3 sources", it.holders, it.sources, want)
+	}
+	// A later version replaces them with its own announcer.
+	later := fi
+	later.Version = conflict.Vector{{Node: 9, Value: 2}}
+	later.Sequence = 2
+	if err := f.queue.add(ctx, f, 2, 20, &later); err != nil {
+		t.Fatal(err)
+	}
+	if want := []peerEpoch{{2, 20}}; !slices.Equal(it.holders, want) {
+		t.Fatalf("holders %v after a later version, want %v", it.holders, want)
 	}
 }

@@ -264,6 +264,8 @@ func (e *servedFile) unchanged() bool {
 func (f *Folder) serveLoop(ctx context.Context) {
 	f.served.setActive(true)
 	defer f.served.setActive(false)
+	f.servedDirs.setActive(true)
+	defer f.servedDirs.setActive(false)
 	t := time.NewTicker(servedSweep)
 	defer t.Stop()
 	for {
@@ -272,6 +274,7 @@ func (f *Folder) serveLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			f.served.sweep(f.now().Add(-servedIdle))
+			f.servedDirs.sweep(f.now().Add(-servedIdle))
 		}
 	}
 }

@@ -30,6 +30,9 @@ func newServeNode(t *testing.T) (*testNode, *racyTestScanner) {
 	n := newTestNode(t, "a", 0xa, []Peer{{Name: "b", ID: 0xb}})
 	rs := &racyTestScanner{testScanner: testScanner{n}, racy: map[string]bool{}}
 	n.engine.scan = rs
+	// The test chunker's chunks are all small: serve them from their
+	// records like the large chunks of real files.
+	n.engine.smallChunk = 0
 	return n, rs
 }
 

@@ -145,7 +145,7 @@ func (s *Session) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		next, sent, err := f.sendBatch(ctx, conn, s.sent, s.epoch, cursor)
+		next, sent, err := f.sendBatch(ctx, conn, s.sent, s.epoch, cursor, peerEpoch{p.ID, epoch})
 		if err != nil {
 			return err
 		}
@@ -167,8 +167,9 @@ func (s *Session) Run(ctx context.Context) error {
 // sendBatch sends the index entries after cursor, up to one batch, and
 // returns the new cursor and whether there was anything to send. With a
 // window, chunk lists go as differences from the ones it holds where that
-// is shorter.
-func (f *Folder) sendBatch(ctx context.Context, conn Conn, w *protocol.DeltaWindow, epoch, cursor uint64) (uint64, bool, error) {
+// is shorter. The versions the peer holds already, applied from its own
+// announcements, are left out (echo.go).
+func (f *Folder) sendBatch(ctx context.Context, conn Conn, w *protocol.DeltaWindow, epoch, cursor uint64, to peerEpoch) (uint64, bool, error) {
 	// The highest sequence, read before the entries: if every entry up to
 	// it was superseded (or the index was reset), an empty update still
 	// tells the peer it has received everything so far.
@@ -179,8 +180,11 @@ func (f *Folder) sendBatch(ctx context.Context, conn Conn, w *protocol.DeltaWind
 	u := &protocol.IndexUpdate{Folder: f.id, Epoch: epoch, After: cursor, Through: cursor}
 	size := 0
 	err = f.ix.Since(ctx, f.id, cursor, func(r index.Record) error {
-		u.Files = append(u.Files, toInfo(&r))
 		u.Through = r.Sequence
+		if f.echoes.skip(r.Path, r.Version, to.id, to.epoch) {
+			return nil
+		}
+		u.Files = append(u.Files, toInfo(&r))
 		size += 64 + len(r.Path) + len(r.Target) + 36*len(r.Manifest.Chunks) + 12*len(r.Version)
 		if len(u.Files) >= maxBatchFiles || size >= maxBatchBytes {
 			return errBatchFull
@@ -190,7 +194,7 @@ func (f *Folder) sendBatch(ctx context.Context, conn Conn, w *protocol.DeltaWind
 	if err != nil && !errors.Is(err, errBatchFull) {
 		return cursor, false, err
 	}
-	if len(u.Files) == 0 {
+	if len(u.Files) == 0 && u.Through == cursor {
 		if info.Epoch != epoch || info.Sequence <= cursor {
 			return cursor, false, nil
 		}
@@ -231,7 +235,7 @@ func (f *Folder) HandleIndex(ctx context.Context, id conflict.NodeID, u *protoco
 	for i := range u.Files {
 		fi := &u.Files[i]
 		f.opts.Clock.Observe(fi.Stamp)
-		if err := f.admit(ctx, p, fi); err != nil {
+		if err := f.admit(ctx, p, u.Epoch, fi); err != nil {
 			return err
 		}
 	}
@@ -243,7 +247,7 @@ func (f *Folder) HandleIndex(ctx context.Context, id conflict.NodeID, u *protoco
 }
 
 // admit decides one announced entry and queues it when it needs work.
-func (f *Folder) admit(ctx context.Context, p *peer, fi *protocol.FileInfo) error {
+func (f *Folder) admit(ctx context.Context, p *peer, epoch uint64, fi *protocol.FileInfo) error {
 	if err := vfs.CheckPath(fi.Path); err != nil {
 		f.log.Warn("refused an unsafe path from a peer", "peer", p.Name, "path", fi.Path, "err", err)
 		return nil
@@ -269,7 +273,7 @@ func (f *Folder) admit(ctx context.Context, p *peer, fi *protocol.FileInfo) erro
 		}
 	}
 	f.mu.Unlock()
-	return f.queue.add(ctx, f, p.ID, fi)
+	return f.queue.add(ctx, f, p.ID, epoch, fi)
 }
 
 // HandleConfirm takes a peer's confirmation that it holds our index up to a

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -260,5 +261,112 @@ func TestDirsConcurrent(t *testing.T) {
 	}
 	if n != 64 {
 		t.Fatalf("%d files, want 64", n)
+	}
+}
+
+func TestDirsOpen(t *testing.T) {
+	f, dir := open(t)
+	outside := t.TempDir()
+	for rel, content := range map[string]string{"a/b/c": "c", "a/b/d": "dd", "top": "top"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, rel)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, rel), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(outside, "c"), []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{"a/b/l": "c", "a/lb": "b", "out": outside, "a/b/lout": filepath.Join(outside, "c")} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds := f.Dirs(0)
+	defer ds.Close()
+	for rel, want := range map[string]string{"a/b/c": "c", "a/b/d": "dd", "top": "top"} {
+		file, err := ds.Open(rel)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", rel, err)
+		}
+		b := make([]byte, 8)
+		n, _ := file.ReadAt(b, 0)
+		file.Close()
+		if string(b[:n]) != want {
+			t.Errorf("%s = %q, want %q", rel, b[:n], want)
+		}
+	}
+	// Both files of a/b were opened from one handle.
+	d1, err := ds.Dir("a/b", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds.open) != 2 || ds.open["a/b"] != d1 {
+		t.Errorf("open handles %v, want the root and a/b", ds.open)
+	}
+	for _, rel := range []string{"a/b/l", "a/b/lout", "a/lb/c", "out/c"} {
+		if file, err := ds.Open(rel); err == nil {
+			file.Close()
+			t.Errorf("Open(%q) through or of a symlink succeeded", rel)
+		}
+	}
+	for _, rel := range []string{"../x", "a/../top", "/abs", "a/b/../../top", ""} {
+		if _, err := ds.Open(rel); !errors.Is(err, ErrUnsafePath) {
+			t.Errorf("Open(%q) = %v, want ErrUnsafePath", rel, err)
+		}
+	}
+	if _, err := ds.Open("a/missing/c"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("open under a missing directory = %v, want ErrNotExist", err)
+	}
+	if _, err := ds.Open("a/b/none"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("open of a missing file = %v, want ErrNotExist", err)
+	}
+}
+
+// TestDirLstatLikeOS: Dir.Lstat describes an entry as os.Lstat does.
+func TestDirLstatLikeOS(t *testing.T) {
+	f, dir := open(t)
+	if err := os.WriteFile(filepath.Join(dir, "file"), []byte("12345"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "file"), 0o640|fs.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "sub"), 0o750|fs.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("file", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.OpenDir(".", false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, name := range []string{"file", "sub", "link", "fifo"} {
+		got, err := d.Lstat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Name() != want.Name() || got.Size() != want.Size() || got.Mode() != want.Mode() ||
+			!got.ModTime().Equal(want.ModTime()) || got.IsDir() != want.IsDir() ||
+			*got.Sys().(*syscall.Stat_t) != *want.Sys().(*syscall.Stat_t) {
+			t.Errorf("%s: %v %v %v %v, want %v %v %v %v", name, got.Name(), got.Size(), got.Mode(), got.ModTime(),
+				want.Name(), want.Size(), want.Mode(), want.ModTime())
+		}
+	}
+	if _, err := d.Lstat("none"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Lstat of a missing entry = %v, want ErrNotExist", err)
 	}
 }

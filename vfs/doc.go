@@ -11,6 +11,12 @@
 //     flushed, given their mode and mtime, and only then renamed into place:
 //     readers see the old file or the new one, never a mix (SPEC guarantee 1).
 //
+// A Dir (a directory opened once and checked, reached without a symlink)
+// and Dirs (a batch's cache of them) resolve one name per call with the
+// *at system calls — Lstat, Open for reading, Create of a temp file —
+// instead of walking the whole path each time; Temp.Commit checks that the
+// directory is still at its path before the rename (Dir.Verify).
+//
 // A temp file is flushed either on its own (Temp.Seal with sync, then
 // Folder.Fsync of its directory after the rename) or, for a large batch,
 // together with every other with one syncfs(2) before the renames and one

@@ -295,9 +295,12 @@ func (t *Temp) Commit() error {
 	}
 	if err == nil {
 		// rename(2) refuses to put a file over a directory (EISDIR).
-		err = t.dir.root.Rename(t.tmp, t.name)
+		err = unix.Renameat(t.dir.fd, t.tmp, t.dir.fd, t.name)
+		runtime.KeepAlive(t.dir.file)
 		if errors.Is(err, syscall.EISDIR) {
 			err = fmt.Errorf("%s is a directory", t.rel)
+		} else if err != nil {
+			err = &fs.PathError{Op: "rename", Path: t.rel, Err: err}
 		}
 	}
 	if err != nil {
@@ -334,7 +337,17 @@ func (t *Temp) apply(meta Meta) error {
 			}
 		}
 	}
-	return t.dir.root.Chtimes(t.tmp, meta.MTime, meta.MTime)
+	// One utimensat(2) on the directory's handle (the temp name is in it).
+	ts := unix.Timespec{Nsec: unix.UTIME_OMIT}
+	if !meta.MTime.IsZero() {
+		ts = unix.NsecToTimespec(meta.MTime.UnixNano())
+	}
+	err := unix.UtimesNanoAt(t.dir.fd, t.tmp, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+	runtime.KeepAlive(t.dir.file)
+	if err != nil {
+		return &fs.PathError{Op: "chtimes", Path: t.rel, Err: err}
+	}
+	return nil
 }
 
 // ownedBy reports whether the temp file already has owner uid and group
