@@ -15,7 +15,10 @@ package e2e
 //	LOCKSTEP_E2E_NORACE=1 go test -run '^$' -bench '^Benchmark(Propagation4KiB|InitialSync|SmallFiles|Delta256MiB|IdleCPU)$' \
 //	    -benchtime 1x -timeout 4h ./e2e
 //
-// LOCKSTEP_BENCH_SCALE=small shrinks every size for a quick run.
+// LOCKSTEP_BENCH_SCALE=small shrinks every size for a quick run;
+// LOCKSTEP_BENCH_RSYNC=off leaves rsync out, LOCKSTEP_BENCH_PROFILE=DIR
+// writes CPU profiles of the daemons where a scenario supports it
+// (rig.profile).
 // TestBenchSmoke runs every scenario once at a tiny size in the ordinary
 // test run, so that this code keeps working.
 
@@ -33,6 +36,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -337,7 +341,9 @@ func benchInitialSync(tb testing.TB, sc benchScale, many bool) figures {
 	cpu0 := cpuOf(tb, n1.cmd.Process.Pid)
 	start := time.Now()
 	n2.start()
+	profiled := r.profile(tb.Name())
 	took := r.waitSynced(start, sc.timeout, arrived.atLeast(files))
+	profiled()
 	cpu := cpuOf(tb, n1.cmd.Process.Pid) - cpu0 + cpuOf(tb, n2.cmd.Process.Pid)
 	sameTree(tb, n1.folder, n2.folder)
 
@@ -608,6 +614,7 @@ type benchNode struct {
 	staging string
 	cmd     *exec.Cmd
 	waitErr chan error
+	metrics string // the metrics address, when profiles are taken
 }
 
 func newRig(tb testing.TB, n int) *rig {
@@ -644,6 +651,15 @@ func newRig(tb testing.TB, n int) *rig {
 	for i, nd := range r.nodes {
 		var b strings.Builder
 		fmt.Fprintf(&b, "[node]\nname = %q\ndata_dir = %q\nlisten = %q\n", nd.name, filepath.Join(nd.dir, "data"), addrs[i])
+		if profileDir != "" {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				tb.Fatal(err)
+			}
+			nd.metrics = ln.Addr().String()
+			ln.Close()
+			fmt.Fprintf(&b, "metrics = %q\n", nd.metrics)
+		}
 		for j, p := range r.nodes {
 			if j != i {
 				fmt.Fprintf(&b, "\n[[peers]]\nname = %q\nid = %q\naddress = %q\n", p.name, ids[j], addrs[j])
@@ -671,6 +687,66 @@ func newRig(tb testing.TB, n int) *rig {
 		}
 	})
 	return r
+}
+
+// profileDir, from LOCKSTEP_BENCH_PROFILE, is where benchmarks that
+// support it write CPU profiles of their daemons (pprof format, named
+// after the benchmark and the node), taken over
+// LOCKSTEP_BENCH_PROFILE_SECONDS (default 3) from the moment the measured
+// transfer starts. Empty: no profiles.
+var profileDir = os.Getenv("LOCKSTEP_BENCH_PROFILE")
+
+// profile starts a CPU profile of every running node, as soon as its
+// metrics address answers, and returns a function that waits until they
+// are written. Without profileDir it does nothing.
+func (r *rig) profile(name string) (wait func()) {
+	if profileDir == "" {
+		return func() {}
+	}
+	secs := 3
+	if s := os.Getenv("LOCKSTEP_BENCH_PROFILE_SECONDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			r.tb.Fatalf("LOCKSTEP_BENCH_PROFILE_SECONDS=%q: want a positive number", s)
+		}
+		secs = n
+	}
+	if err := os.MkdirAll(profileDir, 0o755); err != nil {
+		r.tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, nd := range r.nodes {
+		if nd.cmd == nil || nd.metrics == "" {
+			continue
+		}
+		out := filepath.Join(profileDir, strings.ReplaceAll(name, "/", "_")+"-"+nd.name+".pprof")
+		wg.Go(func() {
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", nd.metrics, secs)
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				resp, err := http.Get(url)
+				if err != nil {
+					if time.Now().Before(deadline) {
+						time.Sleep(5 * time.Millisecond)
+						continue
+					}
+					r.tb.Logf("profile of %s: %v", nd.name, err)
+					return
+				}
+				data, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					r.tb.Logf("profile of %s: %d %v", nd.name, resp.StatusCode, err)
+					return
+				}
+				if err := os.WriteFile(out, data, 0o644); err != nil {
+					r.tb.Logf("profile of %s: %v", nd.name, err)
+				}
+				return
+			}
+		})
+	}
+	return wg.Wait
 }
 
 // cli returns a lockstep client command. A -race binary sleeps 1 s at exit
@@ -735,6 +811,9 @@ func (nd *benchNode) start() {
 	defer logf.Close()
 	cmd := exec.Command(binary, "run", "--config", nd.config)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if nd.metrics != "" {
+		cmd.Env = append(os.Environ(), "LOCKSTEP_PPROF=1")
+	}
 	if err := cmd.Start(); err != nil {
 		nd.tb.Fatalf("start %s: %v", nd.name, err)
 	}
@@ -924,6 +1003,9 @@ type rsyncd struct {
 // and tb is a test (a benchmark fails instead: its ratios need rsync).
 func startRsyncd(tb testing.TB) *rsyncd {
 	tb.Helper()
+	if os.Getenv("LOCKSTEP_BENCH_RSYNC") == "off" {
+		return nil // a quicker run, for comparing two builds of lockstep
+	}
 	if _, err := exec.LookPath("rsync"); err != nil {
 		if _, isBench := tb.(*testing.B); isBench {
 			tb.Fatalf("rsync is needed for the comparison (apt-get install -y rsync): %v", err)
