@@ -30,9 +30,9 @@ const (
 	// Runs of a large file's chunks go to a peer that answers chunk
 	// batches batchesPerFile batches at once, each of at most
 	// largeBatchChunks chunks and largeBatchBytes bytes.
-	batchesPerFile   = 4
+	batchesPerFile   = 8
 	largeBatchChunks = protocol.MaxBatchChunks
-	largeBatchBytes  = 2 << 20
+	largeBatchBytes  = 1 << 20
 	// A file being assembled is handed to the disk every writebackEvery
 	// bytes (when it has at least two such parts).
 	writebackEvery = 8 << 20
