@@ -121,7 +121,7 @@ func TestLargeFileBatchFallsBack(t *testing.T) {
 	}
 }
 
-func TestLargeBatches(t *testing.T) {
+func TestCutBatches(t *testing.T) {
 	p1, p2, p3 := conflict.NodeID(1), conflict.NodeID(2), conflict.NodeID(3)
 	step := func(length uint32, local bool, peers ...conflict.NodeID) Step {
 		s := Step{Ref: chunker.Ref{Length: length}, Peers: peers}
@@ -147,7 +147,7 @@ func TestLargeBatches(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got [][]int
-			for _, u := range largeBatches(tc.steps, batches) {
+			for _, u := range cutBatches(tc.steps, batches) {
 				if !u.batch {
 					got = append(got, []int{-u.steps[0] - 1})
 					continue
@@ -164,7 +164,7 @@ func TestLargeBatches(t *testing.T) {
 	for i := range many {
 		many[i] = step(1, false, p1)
 	}
-	units := largeBatches(many, batches)
+	units := cutBatches(many, batches)
 	if len(units) != 2 || len(units[0].steps) != largeBatchChunks || units[0].maxLen != 1 || units[0].size != largeBatchChunks {
 		t.Errorf("%d+1 chunks cut into %d units, the first of %d", largeBatchChunks, len(units), len(units[0].steps))
 	}

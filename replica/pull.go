@@ -27,10 +27,12 @@ const (
 	pullBatch     = 1024 // items applied and made durable together
 	fileWorkers   = 16   // files assembled at once
 	chunksPerFile = 8    // single chunk requests in flight per file
-	// Runs of a large file's chunks go to a peer that answers chunk
-	// batches batchesPerFile batches at once, each of at most
-	// largeBatchChunks chunks and largeBatchBytes bytes.
-	batchesPerFile   = 8
+	// A large file's chunks go to a peer that answers chunk batches in
+	// batches of at most largeBatchChunks chunks and largeBatchBytes
+	// bytes, largeBatches at once over all the files being assembled: 8
+	// MiB in flight, which a link of 1 MB/s still carries well within a
+	// request's deadline.
+	largeBatches     = 8
 	largeBatchChunks = protocol.MaxBatchChunks
 	largeBatchBytes  = 1 << 20
 	// A file being assembled is handed to the disk every writebackEvery
@@ -282,6 +284,7 @@ func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 			f.fetchBatched(ctx, g, func(j *job, data []byte) { toDisk <- fetched{j, data} }, fetchOne)
 		})
 	}
+	largeSem := make(chan struct{}, largeBatches)
 	batching := f.peersBatch()
 	for _, j := range assemble {
 		if j.it.info.Size <= smallFile && batching {
@@ -297,7 +300,7 @@ func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			temp, err := f.assemble(ctx, j)
+			temp, err := f.assemble(ctx, j, largeSem)
 			seal(j, temp, err)
 		})
 	}
@@ -756,10 +759,11 @@ func (f *Folder) writeWhole(j *job, data []byte) (*vfs.Temp, error) {
 }
 
 // assemble writes the remote file under a temp name from local and remote
-// chunks, several requests at once: runs of chunks that come from a peer
-// answering chunk batches are asked for in batches (largeBatches), the
-// others one by one (obtain).
-func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
+// chunks, several requests at once: chunks that come from a peer answering
+// chunk batches are asked for in batches (cutBatches), each holding a slot
+// of batchSlots, shared with the other files being assembled; the others
+// one by one (obtain), chunksPerFile at once.
+func (f *Folder) assemble(ctx context.Context, j *job, batchSlots chan struct{}) (*vfs.Temp, error) {
 	fi := &j.it.info
 	steps := f.steps(j)
 	temp, err := j.dirs.Create(fi.Path)
@@ -823,12 +827,11 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		return true
 	}
 	singles := make(chan struct{}, chunksPerFile)
-	batches := make(chan struct{}, batchesPerFile)
 	var wg sync.WaitGroup
-	for _, u := range largeBatches(steps, func(id conflict.NodeID) bool { return f.batchConn(id) != nil }) {
+	for _, u := range cutBatches(steps, func(id conflict.NodeID) bool { return f.batchConn(id) != nil }) {
 		sem := singles
 		if u.batch {
-			sem = batches
+			sem = batchSlots
 		}
 		select {
 		case sem <- struct{}{}:
@@ -921,13 +924,13 @@ type fetchUnit struct {
 	size   int    // the chunks' lengths added up
 }
 
-// largeBatches cuts a file's steps into fetch units. A step with no local
+// cutBatches cuts a file's steps into fetch units. A step with no local
 // copy whose first peer answers chunk batches joins that peer's open
 // batch, which is handed out when it reaches largeBatchChunks chunks or
 // would pass largeBatchBytes bytes; every other step is a unit of its own.
 // Units come in the order their last step has in the file, so the file is
 // written roughly front to back whatever the peers' rotation.
-func largeBatches(steps []Step, batches func(conflict.NodeID) bool) []fetchUnit {
+func cutBatches(steps []Step, batches func(conflict.NodeID) bool) []fetchUnit {
 	var units []fetchUnit
 	open := map[conflict.NodeID]*fetchUnit{}
 	var order []conflict.NodeID // peers with an open batch, for a stable end
