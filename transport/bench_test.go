@@ -24,7 +24,8 @@ import (
 // reports MB/s of chunk (payload) data and the process CPU time per MB.
 // BenchmarkChunkVsRaw alternates raw and chunk transfers in small batches
 // so that other load on the machine hits both alike, and reports their
-// ratio directly.
+// ratio directly; BenchmarkBatchVsRaw does the same with the chunks fetched
+// in batches, as a large file is.
 
 const (
 	benchChunk    = 64 << 10
