@@ -15,9 +15,10 @@ package e2e
 //	LOCKSTEP_E2E_NORACE=1 go test -run '^$' -bench '^Benchmark(Propagation4KiB|InitialSync|SmallFiles|Delta256MiB|IdleCPU)$' \
 //	    -benchtime 1x -timeout 4h ./e2e
 //
-// LOCKSTEP_BENCH_SCALE=small shrinks every size for a quick run.
-// LOCKSTEP_BENCH_PROFILE=DIR with LOCKSTEP_PPROF=1 writes CPU profiles of
-// both daemons during the small-files sync to DIR.
+// LOCKSTEP_BENCH_SCALE=small shrinks every size for a quick run;
+// LOCKSTEP_BENCH_RSYNC=off leaves rsync out; LOCKSTEP_BENCH_PROFILE=DIR
+// writes CPU profiles of the daemons, in 2 s slices, to DIR during the
+// transfers of the initial-sync and small-files scenarios (rig.profile).
 // TestBenchSmoke runs every scenario once at a tiny size in the ordinary
 // test run, so that this code keeps working.
 
@@ -340,7 +341,9 @@ func benchInitialSync(tb testing.TB, sc benchScale, many bool) figures {
 	cpu0 := cpuOf(tb, n1.cmd.Process.Pid)
 	start := time.Now()
 	n2.start()
+	profiled := r.profile(strings.ReplaceAll(tb.Name(), "/", "_"), n1, n2)
 	took := r.waitSynced(start, sc.timeout, arrived.atLeast(files))
+	profiled()
 	cpu := cpuOf(tb, n1.cmd.Process.Pid) - cpu0 + cpuOf(tb, n2.cmd.Process.Pid)
 	sameTree(tb, n1.folder, n2.folder)
 
@@ -650,7 +653,7 @@ func newRig(tb testing.TB, n int) *rig {
 	for i, nd := range r.nodes {
 		var b strings.Builder
 		fmt.Fprintf(&b, "[node]\nname = %q\ndata_dir = %q\nlisten = %q\n", nd.name, filepath.Join(nd.dir, "data"), addrs[i])
-		if os.Getenv("LOCKSTEP_BENCH_PROFILE") != "" {
+		if profileDir != "" {
 			nd.metrics = freeTCPAddr(tb)
 			fmt.Fprintf(&b, "metrics = %q\n", nd.metrics)
 		}
@@ -682,6 +685,11 @@ func newRig(tb testing.TB, n int) *rig {
 	})
 	return r
 }
+
+// profileDir, from LOCKSTEP_BENCH_PROFILE, is where benchmarks that
+// support it write CPU profiles of their daemons (rig.profile); the nodes
+// then serve pprof on their metrics address. Empty: no profiles.
+var profileDir = os.Getenv("LOCKSTEP_BENCH_PROFILE")
 
 // cli returns a lockstep client command. A -race binary sleeps 1 s at exit
 // by default (GORACE atexit_sleep_ms), which would make every status query
@@ -742,9 +750,12 @@ func (r *rig) start() {
 // NAME-NODE-I.pprof (`go tool pprof` merges them). The returned function
 // waits for the last slices.
 func (r *rig) profile(name string, nodes ...*benchNode) (stop func()) {
-	dir := os.Getenv("LOCKSTEP_BENCH_PROFILE")
+	dir := profileDir
 	if dir == "" {
 		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		r.tb.Fatal(err)
 	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -800,6 +811,9 @@ func (nd *benchNode) start() {
 	defer logf.Close()
 	cmd := exec.Command(binary, "run", "--config", nd.config)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if nd.metrics != "" {
+		cmd.Env = append(os.Environ(), "LOCKSTEP_PPROF=1")
+	}
 	if err := cmd.Start(); err != nil {
 		nd.tb.Fatalf("start %s: %v", nd.name, err)
 	}
@@ -989,6 +1003,9 @@ type rsyncd struct {
 // and tb is a test (a benchmark fails instead: its ratios need rsync).
 func startRsyncd(tb testing.TB) *rsyncd {
 	tb.Helper()
+	if os.Getenv("LOCKSTEP_BENCH_RSYNC") == "off" {
+		return nil // a quicker run, for comparing two builds of lockstep
+	}
 	if _, err := exec.LookPath("rsync"); err != nil {
 		if _, isBench := tb.(*testing.B); isBench {
 			tb.Fatalf("rsync is needed for the comparison (apt-get install -y rsync): %v", err)

@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"lockstep/chunker"
+	"lockstep/conflict"
 	"lockstep/protocol"
 )
 
 // TestSmallFilesFetchedInBatches: toward a peer that answers chunk
-// batches, small files come many to a request; a large file still comes
-// chunk by chunk.
+// batches, small files come many to a request, and a large file's chunks
+// come in batches too.
 func TestSmallFilesFetchedInBatches(t *testing.T) {
 	a, b := pair(t)
 	ctx := runEngines(t, a, b)
@@ -42,8 +43,8 @@ func TestSmallFilesFetchedInBatches(t *testing.T) {
 	if batches < n/batchFiles || batches > n {
 		t.Errorf("%d chunk batches for %d small files, want about %d", batches, n, (n+batchFiles-1)/batchFiles)
 	}
-	if singles != int64(len(rec.Manifest.Chunks)) {
-		t.Errorf("%d single chunk requests, want the %d chunks of the large file", singles, len(rec.Manifest.Chunks))
+	if singles != 0 {
+		t.Errorf("%d single chunk requests, want none (the large file's %d chunks in batches)", singles, len(rec.Manifest.Chunks))
 	}
 }
 
@@ -122,5 +123,81 @@ func TestBatchedFetchUsesLocalCopies(t *testing.T) {
 	}
 	if conn.batchd.Load() == 0 {
 		t.Error("no chunk batches")
+	}
+}
+
+// TestLargeFileBatchFallsBack: a large file's chunk that fails in its
+// batch is asked for again on its own, and the file arrives whole.
+func TestLargeFileBatchFallsBack(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a, b)
+	big := randomBytes(9, 300<<10)
+	a.write("big.bin", big)
+	rec, _, err := a.ix.Get("docroot", "big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := rec.Manifest.Chunks[len(rec.Manifest.Chunks)/2].Hash
+	var failedOnce atomic.Bool
+	fail := func(req protocol.ChunkRequest) error {
+		if req.Hash == bad && failedOnce.CompareAndSwap(false, true) {
+			return errors.New("injected failure")
+		}
+		return nil
+	}
+	cut, conn := linkConns(t, ctx, a, b, fail, true)
+	defer cut()
+	eventually(t, "big.bin on b", hasContent(b, "big.bin", big))
+	if conn.batchd.Load() == 0 || conn.singles.Load() != 1 {
+		t.Errorf("%d batches and %d single requests; want batches and the failed chunk asked for again alone", conn.batchd.Load(), conn.singles.Load())
+	}
+}
+
+func TestCutBatches(t *testing.T) {
+	p1, p2, p3 := conflict.NodeID(1), conflict.NodeID(2), conflict.NodeID(3)
+	step := func(length uint32, local bool, peers ...conflict.NodeID) Step {
+		s := Step{Ref: chunker.Ref{Length: length}, Peers: peers}
+		if local {
+			s.Local = []Location{{Path: "x"}}
+		}
+		return s
+	}
+	batches := func(id conflict.NodeID) bool { return id != p2 }
+	const k = 64 << 10
+	for _, tc := range []struct {
+		name  string
+		steps []Step
+		want  [][]int // the steps of each unit; a unit of one step not batched is {-i-1}
+	}{
+		{"none", nil, nil},
+		{"one run", []Step{step(k, false, p1), step(k, false, p1), step(k, false, p1)}, [][]int{{0, 1, 2}}},
+		{"local copy alone", []Step{step(k, false, p1), step(k, true, p1), step(k, false, p1)}, [][]int{{-2}, {0, 2}}},
+		{"peer without batches alone", []Step{step(k, false, p2), step(k, false, p1)}, [][]int{{-1}, {1}}},
+		{"no peer alone", []Step{step(k, false)}, [][]int{{-1}}},
+		{"rotated peers", []Step{step(k, false, p1, p3), step(k, false, p3, p1), step(k, false, p1, p3)}, [][]int{{0, 2}, {1}}},
+		{"bytes bound", []Step{step(largeBatchBytes/2, false, p1), step(largeBatchBytes/2, false, p1), step(1, false, p1)}, [][]int{{0, 1}, {2}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got [][]int
+			for _, u := range cutBatches(tc.steps, batches) {
+				if !u.batch {
+					got = append(got, []int{-u.steps[0] - 1})
+					continue
+				}
+				got = append(got, u.steps)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("units %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// The chunk bound.
+	many := make([]Step, largeBatchChunks+1)
+	for i := range many {
+		many[i] = step(1, false, p1)
+	}
+	units := cutBatches(many, batches)
+	if len(units) != 2 || len(units[0].steps) != largeBatchChunks || units[0].maxLen != 1 || units[0].size != largeBatchChunks {
+		t.Errorf("%d+1 chunks cut into %d units, the first of %d", largeBatchChunks, len(units), len(units[0].steps))
 	}
 }

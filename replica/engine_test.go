@@ -221,6 +221,22 @@ func (c *memConn) RequestChunks(ctx context.Context, folder string, chunks []pro
 	return out, nil
 }
 
+// RequestChunksInto answers like the transport: each chunk in order,
+// received into buf.
+func (c *memConn) RequestChunksInto(ctx context.Context, folder string, chunks []protocol.BatchChunk, buf []byte, each func(int, []byte, error) error) error {
+	if !c.batches {
+		return errors.New("no batches")
+	}
+	c.batchd.Add(1)
+	for i, ch := range chunks {
+		data, err := c.requestChunk(ctx, protocol.ChunkRequest{Folder: folder, Hash: ch.Hash, Length: ch.Length, Path: ch.Path, Offset: ch.Offset}, buf)
+		if err := each(i, data, err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (c *memConn) requestChunk(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
 	select {
 	case <-c.done:

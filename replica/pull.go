@@ -26,7 +26,15 @@ import (
 const (
 	pullBatch     = 1024 // items applied and made durable together
 	fileWorkers   = 16   // files assembled at once
-	chunksPerFile = 8    // chunk requests in flight per file
+	chunksPerFile = 8    // single chunk requests in flight per file
+	// A large file's chunks go to a peer that answers chunk batches in
+	// batches of at most largeBatchChunks chunks and largeBatchBytes
+	// bytes, largeBatches at once over all the files being assembled: 8
+	// MiB in flight, which a link of 1 MB/s still carries well within a
+	// request's deadline.
+	largeBatches     = 8
+	largeBatchChunks = protocol.MaxBatchChunks
+	largeBatchBytes  = 1 << 20
 	// A file being assembled is handed to the disk every writebackEvery
 	// bytes (when it has at least two such parts).
 	writebackEvery = 8 << 20
@@ -278,6 +286,7 @@ func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 			f.fetchBatched(ctx, g, func(j *job, data []byte) { toDisk <- fetched{j, data} }, fetchOne)
 		})
 	}
+	largeSem := make(chan struct{}, largeBatches)
 	batching := f.peersBatch()
 	for _, j := range assemble {
 		if j.it.info.Size <= smallFile && batching {
@@ -293,7 +302,7 @@ func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			temp, err := f.assemble(ctx, j)
+			temp, err := f.assemble(ctx, j, largeSem)
 			seal(j, temp, err)
 		})
 	}
@@ -634,6 +643,9 @@ type BatchConn interface {
 	// RequestChunks fetches chunks of folder in one request: one result
 	// per chunk, each verified; the error is for the batch as a whole.
 	RequestChunks(ctx context.Context, folder string, chunks []protocol.BatchChunk) ([]transport.ChunkResult, error)
+	// RequestChunksInto is RequestChunks handing each chunk to each as it
+	// arrives, received into buf (see transport.Conn.RequestChunksInto).
+	RequestChunksInto(ctx context.Context, folder string, chunks []protocol.BatchChunk, buf []byte, each func(i int, data []byte, err error) error) error
 }
 
 // batchConn returns the peer's connection if it answers chunk batches.
@@ -774,8 +786,11 @@ func (f *Folder) writeWhole(j *job, data []byte) (*vfs.Temp, error) {
 }
 
 // assemble writes the remote file under a temp name from local and remote
-// chunks, several chunks at once.
-func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
+// chunks, several requests at once: chunks that come from a peer answering
+// chunk batches are asked for in batches (cutBatches), each holding a slot
+// of batchSlots, shared with the other files being assembled; the others
+// one by one (obtain), chunksPerFile at once.
+func (f *Folder) assemble(ctx context.Context, j *job, batchSlots chan struct{}) (*vfs.Temp, error) {
 	fi := &j.it.info
 	steps := f.steps(j)
 	temp, err := j.dirs.Create(fi.Path)
@@ -802,11 +817,49 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 			}
 		})
 	}
-	sem := make(chan struct{}, chunksPerFile)
+	// put writes a chunk's data at every offset of the file that holds it.
+	put := func(s *Step, data []byte) error {
+		for _, off := range s.Offsets {
+			if _, err := file.WriteAt(data, off); err != nil {
+				return err
+			}
+		}
+		n := int64(len(data) * len(s.Offsets))
+		if w := written.Add(n); w/writebackEvery != (w-n)/writebackEvery {
+			select {
+			case kick <- struct{}{}:
+			default: // one already waiting covers this
+			}
+		}
+		return nil
+	}
 	errc := make(chan error, 1)
+	failed := func(s *Step, err error) {
+		select {
+		case errc <- fmt.Errorf("%s: chunk %s: %w", fi.Path, s.Ref.Hash.Short(), err):
+		default:
+		}
+		cancel()
+	}
+	// one obtains a step on its own and writes it out.
+	one := func(s *Step, buf []byte) bool {
+		data, err := f.obtain(ctx, fi.Path, s, buf)
+		if err == nil {
+			err = put(s, data)
+		}
+		if err != nil {
+			failed(s, err)
+			return false
+		}
+		return true
+	}
+	singles := make(chan struct{}, chunksPerFile)
 	var wg sync.WaitGroup
-	for i := range steps {
-		s := &steps[i]
+	for _, u := range cutBatches(steps, func(id conflict.NodeID) bool { return f.batchConn(id) != nil }) {
+		sem := singles
+		if u.batch {
+			sem = batchSlots
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -814,35 +867,24 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer func() { <-sem }()
-			buf := getChunkBuf(int(s.Ref.Length))
+			buf := getChunkBuf(int(u.maxLen))
 			defer putChunkBuf(buf)
-			data, err := f.obtain(ctx, fi.Path, s, *buf)
-			if err == nil {
-				for _, off := range s.Offsets {
-					if _, err = file.WriteAt(data, off); err != nil {
-						break
-					}
-				}
-				n := int64(len(data) * len(s.Offsets))
-				if w := written.Add(n); w/writebackEvery != (w-n)/writebackEvery {
-					select {
-					case kick <- struct{}{}:
-					default: // one already waiting covers this
-					}
+			if !u.batch {
+				one(&steps[u.steps[0]], *buf)
+				return
+			}
+			part := make([]*Step, len(u.steps))
+			for i, k := range u.steps {
+				part[i] = &steps[k]
+			}
+			for _, i := range f.fetchRun(ctx, fi.Path, part, *buf, put) {
+				if !one(part[i], *buf) {
+					return
 				}
 			}
-			if err != nil {
-				select {
-				case errc <- fmt.Errorf("%s: chunk %s: %w", fi.Path, s.Ref.Hash.Short(), err):
-				default:
-				}
-				cancel()
-			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(kick)
@@ -858,6 +900,100 @@ func (f *Folder) assemble(ctx context.Context, j *job) (*vfs.Temp, error) {
 		return nil, ctx.Err()
 	}
 	return temp, nil
+}
+
+// fetchRun asks the peer that comes first for every step of part (the
+// same peer for all) for them in one chunk batch, and writes each chunk
+// out with put as it arrives, received into buf. It returns the indexes in
+// part of the steps still to be obtained on their own: a chunk that failed
+// in the batch (put failing included), or every one not received when the
+// batch as a whole failed.
+func (f *Folder) fetchRun(ctx context.Context, path string, part []*Step, buf []byte, put func(*Step, []byte) error) (left []int) {
+	conn := f.batchConn(part[0].Peers[0])
+	if conn == nil {
+		left = make([]int, len(part))
+		for i := range left {
+			left[i] = i
+		}
+		return left
+	}
+	req := make([]protocol.BatchChunk, len(part))
+	for i, s := range part {
+		req[i] = protocol.BatchChunk{Hash: s.Ref.Hash, Length: s.Ref.Length, Path: path, Offset: uint64(s.Offsets[0])}
+	}
+	next := 0 // the responses before next were handled
+	err := conn.RequestChunksInto(ctx, f.id, req, buf, func(i int, data []byte, err error) error {
+		next = i + 1
+		if err == nil {
+			if err = put(part[i], data); err == nil {
+				f.Counters.ChunksFetched.Add(1)
+				f.Counters.BytesFetched.Add(int64(len(data)))
+				return nil
+			}
+		}
+		left = append(left, i)
+		return nil
+	})
+	if err != nil {
+		for i := next; i < len(part); i++ {
+			left = append(left, i)
+		}
+	}
+	return left
+}
+
+// A fetchUnit is what assemble asks for in one request: the steps at
+// these indexes, fetched as one chunk batch when batch is set.
+type fetchUnit struct {
+	steps  []int
+	batch  bool
+	maxLen uint32 // the largest chunk
+	size   int    // the chunks' lengths added up
+}
+
+// cutBatches cuts a file's steps into fetch units. A step with no local
+// copy whose first peer answers chunk batches joins that peer's open
+// batch, which is handed out when it reaches largeBatchChunks chunks or
+// would pass largeBatchBytes bytes; every other step is a unit of its own.
+// Units come in the order their last step has in the file, so the file is
+// written roughly front to back whatever the peers' rotation.
+func cutBatches(steps []Step, batches func(conflict.NodeID) bool) []fetchUnit {
+	var units []fetchUnit
+	open := map[conflict.NodeID]*fetchUnit{}
+	var order []conflict.NodeID // peers with an open batch, for a stable end
+	for i := range steps {
+		s := &steps[i]
+		if len(s.Local) > 0 || len(s.Peers) == 0 || !batches(s.Peers[0]) {
+			units = append(units, fetchUnit{steps: []int{i}, maxLen: s.Ref.Length, size: int(s.Ref.Length)})
+			continue
+		}
+		id := s.Peers[0]
+		u := open[id]
+		if u != nil && u.size+int(s.Ref.Length) > largeBatchBytes {
+			units = append(units, *u)
+			u = nil
+		}
+		if u == nil {
+			if _, seen := open[id]; !seen {
+				order = append(order, id)
+			}
+			u = &fetchUnit{batch: true}
+			open[id] = u
+		}
+		u.steps = append(u.steps, i)
+		u.maxLen = max(u.maxLen, s.Ref.Length)
+		u.size += int(s.Ref.Length)
+		if len(u.steps) == largeBatchChunks {
+			units = append(units, *u)
+			open[id] = nil
+		}
+	}
+	for _, id := range order {
+		if u := open[id]; u != nil {
+			units = append(units, *u)
+		}
+	}
+	return units
 }
 
 // chunkBufs holds buffers that chunks are received into while a file is

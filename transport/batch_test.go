@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -200,5 +201,65 @@ func TestRequestChunksMisbehavingPeer(t *testing.T) {
 				t.Fatal("the violation did not close the connection")
 			}
 		})
+	}
+}
+
+// TestRequestChunksInto: each chunk of a batch is handed over as it
+// arrives, received into the caller's buffer, compressed or not, each
+// verified; an error from the callback abandons the batch, and the
+// connection carries the next one.
+func TestRequestChunksInto(t *testing.T) {
+	checkGoroutines(t)
+	for _, mode := range []Compression{CompressNever, CompressAlways} {
+		good := [][]byte{randomChunk(1024), textChunk(3000, 1), textChunk(2500, 3)}
+		corrupt := textChunk(2000, 2)
+		store := newChunkStore(good...)
+		server := chunkFunc(func(ctx context.Context, req protocol.ChunkRequest, buf []byte) ([]byte, error) {
+			if req.Hash == chunker.Sum(corrupt) {
+				bad := bytes.Clone(corrupt)
+				bad[10] ^= 1
+				return bad, nil
+			}
+			return store.ReadChunk(ctx, [32]byte{}, req, buf)
+		})
+		a, b := pair(t, nil, []nodeOpt{withChunks(server), func(c *Config) { c.Compression = mode }})
+		ca, cb := a.nextConn(t), b.nextConn(t)
+		helloWith(t, cb, ca, Features)
+		ctx := context.Background()
+		buf := make([]byte, ChunkBufferSize(3000))
+		var order []int
+		err := ca.RequestChunksInto(ctx, "docroot", batchOf(good[0], corrupt, good[1], good[2]), buf, func(i int, data []byte, err error) error {
+			order = append(order, i)
+			want := map[int][]byte{0: good[0], 2: good[1], 3: good[2]}[i]
+			switch {
+			case i == 1:
+				if !errors.Is(err, ErrHashMismatch) {
+					t.Errorf("mode %d: corrupt chunk: %v, want ErrHashMismatch", mode, err)
+				}
+			case err != nil || !bytes.Equal(data, want):
+				t.Errorf("mode %d: chunk %d: %d bytes, %v", mode, i, len(data), err)
+			case !overlaps(data, buf):
+				t.Errorf("mode %d: chunk %d not received into the buffer", mode, i)
+			}
+			return nil
+		})
+		mustf(t, err, "batch")
+		if fmt.Sprint(order) != "[0 1 2 3]" {
+			t.Errorf("mode %d: chunks handed over in order %v", mode, order)
+		}
+		stop := errors.New("stop")
+		calls := 0
+		err = ca.RequestChunksInto(ctx, "docroot", batchOf(good[0], good[1], good[2]), buf, func(int, []byte, error) error {
+			calls++
+			return stop
+		})
+		if err != stop || calls != 1 {
+			t.Errorf("mode %d: callback error: %v after %d calls, want it after 1", mode, err, calls)
+		}
+		res, err := ca.RequestChunks(ctx, "docroot", batchOf(good[2], good[0]))
+		mustf(t, err, "next batch")
+		if !bytes.Equal(res[0].Data, good[2]) || !bytes.Equal(res[1].Data, good[0]) {
+			t.Fatal("next batch differs")
+		}
 	}
 }

@@ -24,7 +24,8 @@ import (
 // reports MB/s of chunk (payload) data and the process CPU time per MB.
 // BenchmarkChunkVsRaw alternates raw and chunk transfers in small batches
 // so that other load on the machine hits both alike, and reports their
-// ratio directly.
+// ratio directly; BenchmarkBatchVsRaw does the same with the chunks fetched
+// in batches, as a large file is.
 
 const (
 	benchChunk    = 64 << 10
@@ -146,6 +147,53 @@ func chunkPair(b *testing.B, mode Compression, gen func(i int) []byte) (fetch fu
 	}, ca
 }
 
+// batchPair is chunkPair fetching with chunk batches of perBatch chunks,
+// benchParallel/2 batches in flight, each received into one buffer the way
+// the engine assembles a large file.
+func batchPair(b *testing.B, gen func(i int) []byte, perBatch int) (fetch func(n int)) {
+	var chunks [][]byte
+	for i := range 64 {
+		chunks = append(chunks, gen(i))
+	}
+	ida, idb := newIdentity(b, "a"), newIdentity(b, "b")
+	nb := startNode(b, idb, "127.0.0.1:0", []Peer{{ID: ida.ID, Name: "a"}}, withChunks(newChunkStore(chunks...)))
+	na := startNode(b, ida, "127.0.0.1:0", []Peer{nb.peer("b")})
+	ca := na.nextConn(b)
+	cb := nb.nextConn(b)
+	helloWith(b, cb, ca, Features)
+	helloWith(b, ca, cb, Features)
+	all := batchOf(chunks...)
+	const inFlight = benchParallel / 2
+	bufs := make([][]byte, inFlight)
+	for i := range bufs {
+		bufs[i] = make([]byte, ChunkBufferSize(benchChunk))
+	}
+	return func(n int) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for w := range inFlight {
+			wg.Go(func() {
+				for {
+					first := int(next.Add(int64(perBatch))) - perBatch
+					if first >= n {
+						return
+					}
+					var req []protocol.BatchChunk
+					for i := first; i < min(first+perBatch, n); i++ {
+						req = append(req, all[i%len(all)])
+					}
+					err := ca.RequestChunksInto(context.Background(), "docroot", req, bufs[w], func(_ int, _ []byte, err error) error { return err })
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+}
+
 func BenchmarkRawQUICStream(b *testing.B) {
 	pump := rawPump(b)
 	b.SetBytes(benchChunk)
@@ -212,6 +260,26 @@ func BenchmarkChunkVsRaw(b *testing.B) {
 			b.ReportMetric(rawTime.Seconds()/chunkTime.Seconds(), "chunk/raw")
 		})
 	}
+}
+
+// BenchmarkBatchVsRaw is BenchmarkChunkVsRaw with the chunks fetched in
+// batches of 16 (1 MiB), as a large file is.
+func BenchmarkBatchVsRaw(b *testing.B) {
+	pump := rawPump(b)
+	fetch := batchPair(b, func(int) []byte { return randomChunk(benchChunk) }, 16)
+	const batch = 64
+	var rawTime, chunkTime time.Duration
+	b.SetBytes(benchChunk)
+	b.ResetTimer()
+	for done := 0; done < b.N; done += batch {
+		n := min(batch, b.N-done)
+		timed(&rawTime, func() { pump(n) })
+		timed(&chunkTime, func() { fetch(n) })
+	}
+	mb := float64(b.N) * benchChunk / 1e6
+	b.ReportMetric(mb/rawTime.Seconds(), "raw-MB/s")
+	b.ReportMetric(mb/chunkTime.Seconds(), "batch-MB/s")
+	b.ReportMetric(rawTime.Seconds()/chunkTime.Seconds(), "batch/raw")
 }
 
 // BenchmarkTextCompression moves compressible text as chunks under each

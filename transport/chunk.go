@@ -168,8 +168,29 @@ type ChunkResult struct {
 // bounded by Config.RequestTimeout like one request; the peer must offer
 // protocol.FeatureChunkBatch (ChunkBatches).
 func (c *Conn) RequestChunks(ctx context.Context, folder string, chunks []protocol.BatchChunk) ([]ChunkResult, error) {
-	fail := func(err error) ([]ChunkResult, error) {
-		return nil, fmt.Errorf("fetch %d chunks from %s: %w", len(chunks), c.peer.Name, err)
+	results := make([]ChunkResult, len(chunks))
+	err := c.RequestChunksInto(ctx, folder, chunks, nil, func(i int, data []byte, err error) error {
+		results[i] = ChunkResult{Data: data, Err: err}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// RequestChunksInto is RequestChunks with each chunk handed to each as it
+// arrives, in order, instead of collected: its index in chunks and its
+// data, verified, or why it failed alone. The data is received into buf
+// when buf's capacity suffices (ChunkBufferSize of the chunk's length) and
+// is then valid only until each returns; with a nil buf each chunk gets
+// its own slice. An error from each abandons the batch and is returned as
+// it is. Any other error is for the batch as a whole, as for
+// RequestChunks; each has then been called for the chunks before the
+// failure only.
+func (c *Conn) RequestChunksInto(ctx context.Context, folder string, chunks []protocol.BatchChunk, buf []byte, each func(i int, data []byte, err error) error) error {
+	fail := func(err error) error {
+		return fmt.Errorf("fetch %d chunks from %s: %w", len(chunks), c.peer.Name, err)
 	}
 	if !c.ChunkBatches() {
 		return fail(fmt.Errorf("the peer does not answer chunk batches: %w", protocol.ErrProtocol))
@@ -219,9 +240,8 @@ func (c *Conn) RequestChunks(ctx context.Context, folder string, chunks []protoc
 	r := protocol.NewReader(countingReader{s, &c.stats.received, nil}, maxResponseHead+maxLen)
 	var inflated uint64
 	defer func() { c.stats.receivedRaw.Add(uint64(r.BytesRead()) + inflated) }()
-	results := make([]ChunkResult, len(chunks))
 	for i, ch := range chunks {
-		m, err := r.ReadMessage()
+		m, err := r.ReadMessageInto(buf)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("stream ended after %d of %d responses: %w", i, len(chunks), protocol.ErrProtocol)
@@ -238,27 +258,30 @@ func (c *Conn) RequestChunks(ctx context.Context, folder string, chunks []protoc
 			c.protocolError(fmt.Errorf("chunk batch response from %s: %w", c.peer.Name, err))
 			return fail(err)
 		}
-		data, err := c.verifyChunk(resp, ch.Hash, ch.Length)
+		data, err := c.verifyChunk(resp, ch.Hash, ch.Length, buf)
 		if err == nil {
 			inflated += uint64(len(data) - len(resp.Data))
 		}
-		results[i] = ChunkResult{Data: data, Err: err}
+		if err := each(i, data, err); err != nil {
+			return err
+		}
 	}
 	// Every response was read: the stream is ready for the next request.
 	reuse = true
-	return results, nil
+	return nil
 }
 
 // verifyChunk checks a response's data against the chunk asked for —
-// decompressed to exactly length bytes, hashing to h — and returns it.
-func (c *Conn) verifyChunk(resp *protocol.ChunkResponse, h chunker.Hash, length uint32) ([]byte, error) {
+// decompressed to exactly length bytes (into buf when it has room),
+// hashing to h — and returns it.
+func (c *Conn) verifyChunk(resp *protocol.ChunkResponse, h chunker.Hash, length uint32, buf []byte) ([]byte, error) {
 	if resp.Code != protocol.CodeOK {
 		return nil, fmt.Errorf("chunk %s: %w", h.Short(), protocol.Error{Code: resp.Code})
 	}
 	data := resp.Data
 	if resp.Compressed {
 		var err error
-		if data, err = decompress(resp.Data, int(length), nil); err != nil {
+		if data, err = decompress(resp.Data, int(length), buf); err != nil {
 			c.t.log.Warn("rejected chunk", "peer", c.peer.Name, "op", "fetch", "hash", h.String(), "err", err)
 			return nil, fmt.Errorf("chunk %s: %w: %w", h.Short(), ErrCorrupt, err)
 		}

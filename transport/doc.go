@@ -55,7 +55,9 @@
 // these lists of similar entries, and chunk responses leave out the echoed
 // hash (protocol.FeatureBareChunkResponse). Toward a peer that offers
 // protocol.FeatureChunkBatch, RequestChunks asks for many chunks in one
-// request; every chunk is still verified on its own. A peer that offers
+// request (RequestChunksInto hands each to the caller as it arrives,
+// received into the caller's buffer); every chunk is still verified on its
+// own. A peer that offers
 // none of these gets the plain frames of before.
 //
 // Each Conn counts the bytes it moves (Stats): on the streams as sent and

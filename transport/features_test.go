@@ -30,7 +30,7 @@ func smallFiles(n int) *protocol.IndexUpdate {
 
 // helloWith sends a Hello offering features from one side and waits for
 // the other to receive it.
-func helloWith(t *testing.T, from, to *Conn, features uint64) {
+func helloWith(t testing.TB, from, to *Conn, features uint64) {
 	t.Helper()
 	ctx := context.Background()
 	h := &protocol.Hello{Version: protocol.Version, ID: from.t.cfg.Identity.ID, Features: features}
