@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -582,6 +583,13 @@ func (f *Folder) readLocalChunk(path string, offset int64, ref chunker.Ref, buf 
 		return nil, err
 	}
 	defer file.Close()
+	return readVerified(file, path, offset, ref, buf)
+}
+
+// readVerified reads the chunk ref at offset of file (path names it in
+// errors) into buf when its capacity suffices, else into a new slice, and
+// checks its hash.
+func readVerified(file io.ReaderAt, path string, offset int64, ref chunker.Ref, buf []byte) ([]byte, error) {
 	if cap(buf) < int(ref.Length) {
 		buf = make([]byte, ref.Length)
 	}

@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -182,15 +181,5 @@ func (f *Folder) readSmallChunk(path string, offset int64, ref chunker.Ref, buf 
 		return nil, err
 	}
 	defer file.Close()
-	if cap(buf) < int(ref.Length) {
-		buf = make([]byte, ref.Length)
-	}
-	buf = buf[:ref.Length]
-	if _, err := file.ReadAt(buf, offset); err != nil {
-		return nil, err
-	}
-	if chunker.Sum(buf) != ref.Hash {
-		return nil, fmt.Errorf("%s at %d of %s: %w", ref.Hash.Short(), offset, path, errChanged)
-	}
-	return buf, nil
+	return readVerified(file, path, offset, ref, buf)
 }
