@@ -151,6 +151,10 @@ type Folder struct {
 	queue            *queue
 	conflict         *conflictLog
 	resync           *resyncState // nil unless a resync runs
+	// tail mirrors the records peers have not all confirmed, for status
+	// (pendingtail.go); tailMu guards it.
+	tailMu sync.Mutex
+	tail   pendingTail
 	// recorded holds when recent local versions were recorded.
 	recorded recordTimes
 
