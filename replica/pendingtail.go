@@ -9,9 +9,11 @@ import (
 	"lockstep/index"
 )
 
-// maxTail bounds how many sequences a pendingTail spans: beyond it,
-// pending records are counted in the index at each status query instead.
-const maxTail = 1 << 20
+// maxTail bounds how many sequences a pendingTail spans, and so its memory
+// (some 100 bytes an entry, path included): beyond it, pending records are
+// counted in the index at each status query instead. The tail is kept
+// between queries, until a later query finds the peers caught up.
+const maxTail = 1 << 18
 
 // pendingTail mirrors, in memory, what status needs of this node's records
 // after a floor sequence (the lowest confirmation among the peers): each

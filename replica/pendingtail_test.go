@@ -1,8 +1,13 @@
 package replica
 
 import (
+	"context"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
+
+	"lockstep/chunker"
 
 	"lockstep/conflict"
 	"lockstep/index"
@@ -138,5 +143,75 @@ func TestPlanTail(t *testing.T) {
 		if got := planTail(tt.valid, tt.tailEpoch, tt.tailFloor, tt.epoch, tt.floor, tt.seq); got != tt.want {
 			t.Errorf("%s: planTail = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestPendingAfterMatchesIndex checks pendingAfter, which keeps a tail,
+// against counting in the index, through writes, replacements, deletions,
+// rising and falling confirmations and a reset of the index.
+func TestPendingAfterMatchesIndex(t *testing.T) {
+	ix, err := index.Open(t.TempDir(), index.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	f := &Folder{ix: ix, id: "f"}
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	version := conflict.Vector{{Node: 0xa, Value: 1}}
+	put := func(n int) {
+		recs := make([]index.Record, n)
+		for i := range recs {
+			r := &recs[i]
+			r.Path = fmt.Sprintf("p%d", rng.IntN(40))
+			r.Type = index.File
+			r.Version = version
+			r.Origin = 0xa
+			r.Stamp = conflict.MakeStamp(uint64(1000+rng.IntN(1000)), 0)
+			if rng.IntN(5) == 0 {
+				r.Deleted = true
+			} else if size := rng.IntN(3); size > 0 {
+				r.Size = int64(size)
+				r.Manifest.Chunks = []chunker.Ref{{Hash: chunker.Hash{byte(i)}, Length: uint32(size)}}
+			}
+		}
+		if err := ix.Put("f", recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var confirmed uint64
+	check := func(step int) {
+		info, err := ix.Info("f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A confirmation that mostly rises, now and then from scratch.
+		if confirmed = min(confirmed+uint64(rng.IntN(6)), info.Sequence); step%50 == 49 {
+			confirmed = 0
+		}
+		low := confirmed
+		afters := []uint64{low, low + uint64(rng.IntN(5)), info.Sequence, info.Sequence + 1}
+		got, err := f.pendingAfter(ctx, info, afters)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, after := range afters {
+			want, err := f.pendingSince(ctx, after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[i] != want {
+				t.Fatalf("step %d: after %d of %d: tail counts %+v, index %+v", step, after, info.Sequence, got[i], want)
+			}
+		}
+	}
+	for step := range 200 {
+		if step == 120 {
+			if _, err := ix.ResetFolder("f"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put(rng.IntN(6))
+		check(step)
 	}
 }
