@@ -162,6 +162,8 @@ type Folder struct {
 	// which commits were reported.
 	commitMu sync.Mutex
 	observed uint64
+	// observedTail is observed, for the pending tail (pendingtail.go).
+	observedTail atomic.Uint64
 
 	// served keeps the files being served to peers open (serve.go), and
 	// servedDirs the directories of the small ones (servedirs.go).
@@ -230,6 +232,7 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 	f.npeers.Store(int64(len(f.peers)))
 	// Versions committed before this start are not reported.
 	f.observed = f.committedThrough(confirmed)
+	f.observedTail.Store(f.observed)
 	cl, err := openConflictLog(opts.ConflictDir)
 	if err != nil {
 		return nil, err

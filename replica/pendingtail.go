@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sort"
 
@@ -15,12 +16,14 @@ import (
 // between queries, until a later query finds the peers caught up.
 const maxTail = 1 << 18
 
-// pendingTail mirrors, in memory, what status needs of this node's records
-// after a floor sequence (the lowest confirmation among the peers): each
-// record's sequence, size and stamp. Status counts a peer's pending
-// records in it rather than by reading each of them from the index, and
-// brings it up to date by reading only the records added since the last
-// query. A record leaves the index after its floor only when its path gets
+// pendingTail mirrors, in memory, what status and observeCommits need of
+// this node's records after a floor sequence (the lowest peer confirmation,
+// or the sequence through which commits were reported if lower): each
+// record's sequence, size, stamp and whether this node recorded it. Status
+// counts a peer's pending records in it rather than by reading each of
+// them from the index, and observeCommits finds the stamps of the versions
+// just committed; both bring it up to date by reading only the records
+// added since, and the sessions feed it what they read to send. A record leaves the index after its floor only when its path gets
 // a newer one (read as such), when it is forgotten (tombstones every peer
 // confirmed, at or below the floor) or when the index is reset (a new
 // epoch: the tail starts over).
@@ -41,7 +44,17 @@ type tailEntry struct {
 	path  string
 	bytes int64
 	stamp conflict.Stamp
+	local bool // recorded by this node (Origin)
 	dead  bool // replaced by a newer record
+}
+
+// tailEntryOf is what the tail keeps of r; self is this node.
+func tailEntryOf(r *index.Record, self conflict.NodeID) tailEntry {
+	e := tailEntry{seq: r.Sequence, path: r.Path, stamp: r.Stamp, local: r.Origin == self}
+	if !r.Deleted && r.Type == index.File {
+		e.bytes = r.Size
+	}
+	return e
 }
 
 // reset empties the tail, to hold the records after floor of an index of
@@ -50,21 +63,17 @@ func (t *pendingTail) reset(epoch, floor uint64) {
 	*t = pendingTail{valid: true, epoch: epoch, floor: floor, through: floor, latest: map[string]uint64{}}
 }
 
-// add notes record r, read after through: it replaces its path's
-// previous record.
-func (t *pendingTail) add(r *index.Record) {
-	e := tailEntry{seq: r.Sequence, path: r.Path, stamp: r.Stamp}
-	if !r.Deleted && r.Type == index.File {
-		e.bytes = r.Size
-	}
-	if old, ok := t.latest[r.Path]; ok {
+// add notes entry e, of a record read after through: it replaces its
+// path's previous record.
+func (t *pendingTail) add(e tailEntry) {
+	if old, ok := t.latest[e.path]; ok {
 		if i, found := t.find(old); found {
 			t.entries[i].dead = true
 		}
 	}
 	t.entries = append(t.entries, e)
-	t.latest[r.Path] = r.Sequence
-	t.through = max(t.through, r.Sequence)
+	t.latest[e.path] = e.seq
+	t.through = max(t.through, e.seq)
 }
 
 // find returns the position of the entry with sequence seq.
@@ -123,6 +132,20 @@ func (t *pendingTail) count(after uint64) pending {
 	return p
 }
 
+// localStamps returns the stamps of this node's records after sequence
+// from and up to through, in sequence order.
+func (t *pendingTail) localStamps(from, through uint64) []conflict.Stamp {
+	live := t.entries[t.head:]
+	i := sort.Search(len(live), func(i int) bool { return live[i].seq > from })
+	var out []conflict.Stamp
+	for j := i; j < len(live) && live[j].seq <= through; j++ {
+		if e := &live[j]; e.local && !e.dead {
+			out = append(out, e.stamp)
+		}
+	}
+	return out
+}
+
 // tailPlan is how to answer queries for the records after floor in an
 // index of epoch epoch whose highest sequence is seq, with tail t.
 type tailPlan int
@@ -145,6 +168,93 @@ func planTail(valid bool, tailEpoch, tailFloor, epoch, floor, seq uint64) tailPl
 	}
 }
 
+// keepFloor is the lowest sequence the tail must hold records after for
+// observeCommits: the one through which commits were reported (MaxUint64
+// when they are not timed).
+func (f *Folder) keepFloor() uint64 {
+	if f.opts.Events.Committed == nil {
+		return ^uint64(0)
+	}
+	return f.observedTail.Load()
+}
+
+// syncTail brings the tail up to date with the index whose epoch and
+// highest sequence info holds, to hold every record after floor. It
+// reports false, with the tail emptied, when that spans too many
+// sequences. The caller holds tailMu.
+func (f *Folder) syncTail(ctx context.Context, info index.FolderInfo, floor uint64) (bool, error) {
+	floor = min(floor, info.Sequence, f.keepFloor())
+	t := &f.tail
+	switch planTail(t.valid, t.epoch, t.floor, info.Epoch, floor, info.Sequence) {
+	case tailScan:
+		*t = pendingTail{}
+		return false, nil
+	case tailReset:
+		t.reset(info.Epoch, floor)
+	case tailKeep:
+		t.raise(floor)
+	}
+	if info.Sequence > t.through {
+		err := f.ix.Since(ctx, f.id, t.through, func(r index.Record) error {
+			t.add(tailEntryOf(&r, f.opts.Self))
+			return nil
+		})
+		if err != nil {
+			*t = pendingTail{}
+			return false, err
+		}
+		// Read after info: everything up to its sequence was there.
+		t.through = max(t.through, info.Sequence)
+	}
+	return true, nil
+}
+
+// feedTail adds to the tail the records sendBatch read after cursor, in
+// sequence order, from the index of epoch epoch, so that neither status
+// nor observeCommits reads them again. Every record after cursor up to
+// the last one was read. A tail not kept yet starts at cursor when no
+// query would need it lower (floor: the lowest peer confirmation).
+func (f *Folder) feedTail(epoch, cursor, floor uint64, es []tailEntry) {
+	if len(es) == 0 {
+		return
+	}
+	last := es[len(es)-1].seq
+	f.tailMu.Lock()
+	defer f.tailMu.Unlock()
+	t := &f.tail
+	if !t.valid {
+		if cursor > min(floor, f.keepFloor()) || last-cursor > maxTail {
+			return
+		}
+		t.reset(epoch, cursor)
+	}
+	if t.epoch != epoch || cursor > t.through || last <= t.through {
+		return
+	}
+	if last-t.floor > maxTail {
+		*t = pendingTail{}
+		return
+	}
+	for _, e := range es {
+		if e.seq > t.through {
+			t.add(e)
+		}
+	}
+	t.through = last
+}
+
+// lowestConfirmed returns the lowest confirmation among the peers
+// (MaxUint64 with none).
+func (f *Folder) lowestConfirmed() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	low := ^uint64(0)
+	for _, p := range f.peers {
+		low = min(low, p.progress.Confirmed)
+	}
+	return low
+}
+
 // pendingAfter returns, for each sequence in afters, what is pending after
 // it in the index whose epoch and highest sequence info holds: from the
 // tail, brought up to date first, unless it would span too many sequences.
@@ -153,45 +263,54 @@ func (f *Folder) pendingAfter(ctx context.Context, info index.FolderInfo, afters
 	if len(afters) == 0 {
 		return out, nil
 	}
-	floor := min(slices.Min(afters), info.Sequence)
 	f.tailMu.Lock()
 	defer f.tailMu.Unlock()
-	t := &f.tail
-	switch planTail(t.valid, t.epoch, t.floor, info.Epoch, floor, info.Sequence) {
-	case tailScan:
-		*t = pendingTail{}
-		for i, after := range afters {
-			if after >= info.Sequence {
-				continue
-			}
+	ok, err := f.syncTail(ctx, info, slices.Min(afters))
+	if err != nil {
+		return nil, err
+	}
+	for i, after := range afters {
+		switch {
+		case after >= info.Sequence:
+		case ok:
+			out[i] = f.tail.count(after)
+		default:
 			p, err := f.pendingSince(ctx, after)
 			if err != nil {
 				return nil, err
 			}
 			out[i] = p
 		}
-		return out, nil
-	case tailReset:
-		t.reset(info.Epoch, floor)
-	case tailKeep:
-		t.raise(floor)
 	}
-	if info.Sequence > t.through {
-		err := f.ix.Since(ctx, f.id, t.through, func(r index.Record) error {
-			t.add(&r)
-			return nil
-		})
-		if err != nil {
-			*t = pendingTail{}
-			return nil, err
-		}
-		// Read after info: everything up to its sequence was there.
-		t.through = max(t.through, info.Sequence)
+	return out, nil
+}
+
+// committedStamps returns the stamps of this node's records after
+// sequence from and up to through, in sequence order, in the index whose
+// epoch and highest sequence info holds; floor is the lowest peer
+// confirmation.
+func (f *Folder) committedStamps(ctx context.Context, info index.FolderInfo, from, through, floor uint64) ([]conflict.Stamp, error) {
+	f.tailMu.Lock()
+	defer f.tailMu.Unlock()
+	ok, err := f.syncTail(ctx, info, min(from, floor))
+	if err != nil {
+		return nil, err
 	}
-	for i, after := range afters {
-		if after < info.Sequence {
-			out[i] = t.count(after)
+	if ok && f.tail.floor <= from {
+		return f.tail.localStamps(from, through), nil
+	}
+	var out []conflict.Stamp
+	err = f.ix.Since(ctx, f.id, from, func(r index.Record) error {
+		if r.Sequence > through {
+			return errDone
 		}
+		if r.Origin == f.opts.Self {
+			out = append(out, r.Stamp)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errDone) {
+		return nil, err
 	}
 	return out, nil
 }

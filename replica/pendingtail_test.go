@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -90,7 +91,7 @@ func TestPendingTail(t *testing.T) {
 			if op.dir {
 				r.Type = index.Dir
 			}
-			tail.add(&r)
+			tail.add(tailEntryOf(&r, 0))
 		}
 		if got := tail.count(tt.after); got != tt.want {
 			t.Errorf("%s: count(%d) = %+v, want %+v", tt.name, tt.after, got, tt.want)
@@ -106,7 +107,7 @@ func TestPendingTailCompacts(t *testing.T) {
 	paths := []string{"a", "b", "c"}
 	for seq := uint64(1); seq <= 1000; seq++ {
 		r := index.Record{Path: paths[seq%3], Sequence: seq, Size: 1, Type: index.File, Stamp: conflict.MakeStamp(seq, 0)}
-		tail.add(&r)
+		tail.add(tailEntryOf(&r, 0))
 		if seq > 10 {
 			tail.raise(seq - 10)
 		}
@@ -213,5 +214,107 @@ func TestPendingAfterMatchesIndex(t *testing.T) {
 		}
 		put(rng.IntN(6))
 		check(step)
+	}
+}
+
+// TestTailFedMatchesIndex checks the tail fed by what sendBatch reads,
+// and the stamps observeCommits takes from it, against the index.
+func TestTailFedMatchesIndex(t *testing.T) {
+	ix, err := index.Open(t.TempDir(), index.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	f := &Folder{ix: ix, id: "f"}
+	f.opts.Self = 0xa
+	f.opts.Events.Committed = func(time.Duration) {}
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(3, 4))
+	put := func(n int) {
+		recs := make([]index.Record, n)
+		for i := range recs {
+			r := &recs[i]
+			r.Path = fmt.Sprintf("p%d", rng.IntN(30))
+			r.Type = index.File
+			r.Origin = conflict.NodeID(0xa + rng.IntN(2))
+			r.Version = conflict.Vector{{Node: r.Origin, Value: 1}}
+			r.Stamp = conflict.MakeStamp(uint64(1000+rng.IntN(1000)), 0)
+			r.Deleted = rng.IntN(5) == 0
+		}
+		if err := ix.Put("f", recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// indexStamps is what observeCommits read from the index before.
+	indexStamps := func(from, through uint64) []conflict.Stamp {
+		var out []conflict.Stamp
+		err := ix.Since(ctx, "f", from, func(r index.Record) error {
+			if r.Sequence <= through && r.Origin == 0xa {
+				out = append(out, r.Stamp)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	var confirmed, observed, cursor uint64
+	for step := range 300 {
+		put(rng.IntN(6))
+		info, err := ix.Info("f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A session sends a batch of at most 4 records after its cursor.
+		var read []tailEntry
+		err = ix.Since(ctx, "f", cursor, func(r index.Record) error {
+			read = append(read, tailEntryOf(&r, 0xa))
+			if len(read) == 4 {
+				return errDone
+			}
+			return nil
+		})
+		if err != nil && err != errDone {
+			t.Fatal(err)
+		}
+		f.feedTail(info.Epoch, cursor, confirmed, read)
+		if len(read) > 0 {
+			cursor = read[len(read)-1].seq
+		}
+		// The peer confirms part of what it was sent; commits are observed.
+		confirmed = min(cursor, confirmed+uint64(rng.IntN(5)))
+		if confirmed > observed {
+			got, err := f.committedStamps(ctx, info, observed, confirmed, confirmed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := indexStamps(observed, confirmed); !slices.Equal(got, want) {
+				t.Fatalf("step %d: stamps after %d through %d: tail %v, index %v", step, observed, confirmed, got, want)
+			}
+			observed = confirmed
+			f.observedTail.Store(observed)
+		}
+		if step%3 == 0 {
+			got, err := f.pendingAfter(ctx, info, []uint64{confirmed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := f.pendingSince(ctx, confirmed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0] != want {
+				t.Fatalf("step %d: after %d: tail counts %+v, index %+v", step, confirmed, got[0], want)
+			}
+		}
+		if step%100 == 99 {
+			// The peer rebuilt its index: streamed from the start.
+			confirmed, observed, cursor = 0, 0, 0
+			f.observedTail.Store(0)
+		}
+	}
+	if !f.tail.valid {
+		t.Error("the tail was not kept")
 	}
 }
