@@ -3,7 +3,6 @@ package replica
 import (
 	"context"
 	"errors"
-	"slices"
 	"sort"
 	"time"
 
@@ -124,7 +123,7 @@ func (f *Folder) observeCommits(at time.Time) error {
 	none := f.recorded.first == 0
 	f.mu.Unlock()
 	through := f.committedThrough(confirmed)
-	if through == ^uint64(0) || through <= f.observed || len(confirmed) == 0 {
+	if through == ^uint64(0) || through <= f.observed {
 		return nil // nothing waits for a confirmation, or nothing new
 	}
 	from := f.observed
@@ -139,7 +138,7 @@ func (f *Folder) observeCommits(at time.Time) error {
 	if err != nil {
 		return err
 	}
-	stamps, err := f.committedStamps(context.Background(), info, from, through, slices.Min(confirmed))
+	stamps, err := f.committedStamps(context.Background(), info, from, through)
 	if err != nil {
 		return err
 	}

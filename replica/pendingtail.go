@@ -178,12 +178,19 @@ func (f *Folder) keepFloor() uint64 {
 	return f.observedTail.Load()
 }
 
+// tailFloor is the floor the tail is raised to: the lowest peer
+// confirmation, or keepFloor if lower. The caller holds tailMu, so that
+// the floor only rises while a caller uses confirmations it read.
+func (f *Folder) tailFloor() uint64 {
+	return min(f.lowestConfirmed(), f.keepFloor())
+}
+
 // syncTail brings the tail up to date with the index whose epoch and
-// highest sequence info holds, to hold every record after floor. It
-// reports false, with the tail emptied, when that spans too many
+// highest sequence info holds, to hold every record after need at least.
+// It reports false, with the tail emptied, when that spans too many
 // sequences. The caller holds tailMu.
-func (f *Folder) syncTail(ctx context.Context, info index.FolderInfo, floor uint64) (bool, error) {
-	floor = min(floor, info.Sequence, f.keepFloor())
+func (f *Folder) syncTail(ctx context.Context, info index.FolderInfo, need uint64) (bool, error) {
+	floor := min(need, info.Sequence, f.tailFloor())
 	t := &f.tail
 	switch planTail(t.valid, t.epoch, t.floor, info.Epoch, floor, info.Sequence) {
 	case tailScan:
@@ -213,20 +220,24 @@ func (f *Folder) syncTail(ctx context.Context, info index.FolderInfo, floor uint
 // sequence order, from the index of epoch epoch, so that neither status
 // nor observeCommits reads them again. Every record after cursor up to
 // the last one was read. A tail not kept yet starts at cursor when no
-// query would need it lower (floor: the lowest peer confirmation).
-func (f *Folder) feedTail(epoch, cursor, floor uint64, es []tailEntry) {
+// query would need it lower; a kept one is raised first.
+func (f *Folder) feedTail(epoch, cursor uint64, es []tailEntry) {
 	if len(es) == 0 {
 		return
 	}
 	last := es[len(es)-1].seq
 	f.tailMu.Lock()
 	defer f.tailMu.Unlock()
+	floor := f.tailFloor()
 	t := &f.tail
 	if !t.valid {
-		if cursor > min(floor, f.keepFloor()) || last-cursor > maxTail {
+		if cursor > floor || last-cursor > maxTail {
 			return
 		}
 		t.reset(epoch, cursor)
+	}
+	if t.epoch == epoch {
+		t.raise(min(floor, cursor))
 	}
 	if t.epoch != epoch || cursor > t.through || last <= t.through {
 		return
@@ -265,6 +276,15 @@ func (f *Folder) pendingAfter(ctx context.Context, info index.FolderInfo, afters
 	}
 	f.tailMu.Lock()
 	defer f.tailMu.Unlock()
+	return f.pendingAfterLocked(ctx, info, afters)
+}
+
+// pendingAfterLocked is pendingAfter with tailMu held.
+func (f *Folder) pendingAfterLocked(ctx context.Context, info index.FolderInfo, afters []uint64) ([]pending, error) {
+	out := make([]pending, len(afters))
+	if len(afters) == 0 {
+		return out, nil
+	}
 	ok, err := f.syncTail(ctx, info, slices.Min(afters))
 	if err != nil {
 		return nil, err
@@ -287,12 +307,11 @@ func (f *Folder) pendingAfter(ctx context.Context, info index.FolderInfo, afters
 
 // committedStamps returns the stamps of this node's records after
 // sequence from and up to through, in sequence order, in the index whose
-// epoch and highest sequence info holds; floor is the lowest peer
-// confirmation.
-func (f *Folder) committedStamps(ctx context.Context, info index.FolderInfo, from, through, floor uint64) ([]conflict.Stamp, error) {
+// epoch and highest sequence info holds.
+func (f *Folder) committedStamps(ctx context.Context, info index.FolderInfo, from, through uint64) ([]conflict.Stamp, error) {
 	f.tailMu.Lock()
 	defer f.tailMu.Unlock()
-	ok, err := f.syncTail(ctx, info, min(from, floor))
+	ok, err := f.syncTail(ctx, info, from)
 	if err != nil {
 		return nil, err
 	}

@@ -278,14 +278,14 @@ func TestTailFedMatchesIndex(t *testing.T) {
 		if err != nil && err != errDone {
 			t.Fatal(err)
 		}
-		f.feedTail(info.Epoch, cursor, confirmed, read)
+		f.feedTail(info.Epoch, cursor, read)
 		if len(read) > 0 {
 			cursor = read[len(read)-1].seq
 		}
 		// The peer confirms part of what it was sent; commits are observed.
 		confirmed = min(cursor, confirmed+uint64(rng.IntN(5)))
 		if confirmed > observed {
-			got, err := f.committedStamps(ctx, info, observed, confirmed, confirmed)
+			got, err := f.committedStamps(ctx, info, observed, confirmed)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -196,7 +196,7 @@ func (f *Folder) sendBatch(ctx context.Context, conn Conn, w *protocol.DeltaWind
 	if err != nil && !errors.Is(err, errBatchFull) {
 		return cursor, false, err
 	}
-	f.feedTail(info.Epoch, cursor, f.lowestConfirmed(), read)
+	f.feedTail(info.Epoch, cursor, read)
 	if len(u.Files) == 0 && u.Through == cursor {
 		if info.Epoch != epoch || info.Sequence <= cursor {
 			return cursor, false, nil

@@ -45,6 +45,10 @@ func (f *Folder) Status(ctx context.Context) (control.FolderStatus, error) {
 		return control.FolderStatus{}, err
 	}
 	now := f.now()
+	// Held while the confirmations are read and used: the pending tail's
+	// floor does not rise past them meanwhile.
+	f.tailMu.Lock()
+	defer f.tailMu.Unlock()
 	type peerView struct {
 		Peer
 		connected bool
@@ -84,7 +88,7 @@ func (f *Folder) Status(ctx context.Context) (control.FolderStatus, error) {
 			afters = append(afters, through)
 		}
 	}
-	pend, err := f.pendingAfter(ctx, latest, afters)
+	pend, err := f.pendingAfterLocked(ctx, latest, afters)
 	if err != nil {
 		return st, err
 	}
