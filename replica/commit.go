@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"lockstep/conflict"
-	"lockstep/index"
 )
 
 // Events are the engine's callbacks for observability. A nil field is not
@@ -129,30 +128,28 @@ func (f *Folder) observeCommits(at time.Time) error {
 	}
 	from := f.observed
 	f.observed = through
+	defer f.observedTail.Store(through)
 	if none {
 		// No local version recorded since the start (a node that only
 		// receives): nothing to time, no need to read the records.
 		return nil
 	}
-	var lat []time.Duration
-	err := f.ix.Since(context.Background(), f.id, from, func(r index.Record) error {
-		if r.Sequence > through {
-			return errDone
-		}
-		if r.Origin != f.opts.Self {
-			return nil
-		}
-		f.mu.Lock()
-		t, ok := f.recorded.take(r.Stamp)
-		f.mu.Unlock()
-		if ok {
-			lat = append(lat, max(at.Sub(t), 0))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errDone) {
+	info, err := f.ix.Info(f.id)
+	if err != nil {
 		return err
 	}
+	stamps, err := f.committedStamps(context.Background(), info, from, through)
+	if err != nil {
+		return err
+	}
+	lat := make([]time.Duration, 0, len(stamps))
+	f.mu.Lock()
+	for _, s := range stamps {
+		if t, ok := f.recorded.take(s); ok {
+			lat = append(lat, max(at.Sub(t), 0))
+		}
+	}
+	f.mu.Unlock()
 	for _, d := range lat {
 		f.opts.Events.Committed(d)
 	}

@@ -152,6 +152,10 @@ type Folder struct {
 	queue            *queue
 	conflict         *conflictLog
 	resync           *resyncState // nil unless a resync runs
+	// tail mirrors the records peers have not all confirmed, for status
+	// (pendingtail.go); tailMu guards it.
+	tailMu sync.Mutex
+	tail   pendingTail
 	// recorded holds when recent local versions were recorded.
 	recorded recordTimes
 
@@ -159,6 +163,8 @@ type Folder struct {
 	// which commits were reported.
 	commitMu sync.Mutex
 	observed uint64
+	// observedTail is observed, for the pending tail (pendingtail.go).
+	observedTail atomic.Uint64
 
 	// served keeps the files being served to peers open (serve.go), and
 	// servedDirs the directories of the small ones (servedirs.go).
@@ -227,6 +233,7 @@ func New(opts Options, scanner Scanner, fs *vfs.Folder) (*Folder, error) {
 	f.npeers.Store(int64(len(f.peers)))
 	// Versions committed before this start are not reported.
 	f.observed = f.committedThrough(confirmed)
+	f.observedTail.Store(f.observed)
 	cl, err := openConflictLog(opts.ConflictDir)
 	if err != nil {
 		return nil, err

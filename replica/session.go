@@ -179,8 +179,10 @@ func (f *Folder) sendBatch(ctx context.Context, conn Conn, w *protocol.DeltaWind
 	}
 	u := &protocol.IndexUpdate{Folder: f.id, Epoch: epoch, After: cursor, Through: cursor}
 	size := 0
+	var read []tailEntry
 	err = f.ix.Since(ctx, f.id, cursor, func(r index.Record) error {
 		u.Through = r.Sequence
+		read = append(read, tailEntryOf(&r, f.opts.Self))
 		if f.echoes.skip(r.Path, r.Version, to.id, to.epoch) {
 			return nil
 		}
@@ -194,6 +196,7 @@ func (f *Folder) sendBatch(ctx context.Context, conn Conn, w *protocol.DeltaWind
 	if err != nil && !errors.Is(err, errBatchFull) {
 		return cursor, false, err
 	}
+	f.feedTail(info.Epoch, cursor, read)
 	if len(u.Files) == 0 && u.Through == cursor {
 		if info.Epoch != epoch || info.Sequence <= cursor {
 			return cursor, false, nil

@@ -45,6 +45,10 @@ func (f *Folder) Status(ctx context.Context) (control.FolderStatus, error) {
 		return control.FolderStatus{}, err
 	}
 	now := f.now()
+	// Held while the confirmations are read and used: the pending tail's
+	// floor does not rise past them meanwhile.
+	f.tailMu.Lock()
+	defer f.tailMu.Unlock()
 	type peerView struct {
 		Peer
 		connected bool
@@ -70,32 +74,40 @@ func (f *Folder) Status(ctx context.Context) (control.FolderStatus, error) {
 		views = append(views, peerView{Peer: p.Peer, connected: p.conn != nil, lastSeen: p.lastSeen, confirmed: p.progress.Confirmed})
 	}
 	f.mu.Unlock()
-	for _, v := range views {
+	// The highest sequence, read again after the confirmations: each is at
+	// most the highest sequence when it arrived.
+	latest, err := f.ix.Info(f.id)
+	if err != nil {
+		return st, err
+	}
+	afters := viewsConfirmed(views, func(v peerView) uint64 { return v.confirmed })
+	uncommitted := false
+	if f.opts.Folder.Mode == config.ModeQuorum {
+		if through := f.committedThrough(afters); through < latest.Sequence {
+			uncommitted = true
+			afters = append(afters, through)
+		}
+	}
+	pend, err := f.pendingAfterLocked(ctx, latest, afters)
+	if err != nil {
+		return st, err
+	}
+	for i, v := range views {
 		ps := control.PeerStatus{Name: v.Name, Connected: v.connected}
 		if v.connected {
 			ps.LastSeen = now.UTC()
 		} else if !v.lastSeen.IsZero() {
 			ps.LastSeen = v.lastSeen.UTC()
 		}
-		p, err := f.pendingSince(ctx, v.confirmed)
-		if err != nil {
-			return st, err
-		}
+		p := pend[i]
 		ps.PendingFiles, ps.PendingBytes = p.files, p.bytes
 		if p.files > 0 {
 			ps.LagSeconds = max(now.Sub(p.oldest).Seconds(), 0)
 		}
 		st.Peers = append(st.Peers, ps)
 	}
-	if f.opts.Folder.Mode == config.ModeQuorum {
-		through := f.committedThrough(viewsConfirmed(views, func(v peerView) uint64 { return v.confirmed }))
-		if through < info.Sequence {
-			p, err := f.pendingSince(ctx, through)
-			if err != nil {
-				return st, err
-			}
-			st.Uncommitted = p.files
-		}
+	if uncommitted {
+		st.Uncommitted = pend[len(views)].files
 	}
 	return st, nil
 }
