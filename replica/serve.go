@@ -180,28 +180,49 @@ func (s *servedFiles) account(e *servedFile) {
 // evictLocked drops the least recently used entry not in use; false if
 // every entry is in use.
 func (s *servedFiles) evictLocked() bool {
-	var lru string
-	var old *servedFile
-	for p, e := range s.files {
-		if e.refs == 0 && (old == nil || e.last.Before(old.last)) {
-			lru, old = p, e
+	p, ok := leastRecentIdle(s.files, (*servedFile).idle)
+	if ok {
+		s.dropLocked(p, s.files[p])
+	}
+	return ok
+}
+
+// idle reports when e was last used, and whether it is out of use.
+func (e *servedFile) idle() (time.Time, bool) { return e.last, e.refs == 0 }
+
+// leastRecentIdle returns the key of the entry of m out of use for the
+// longest time (idle tells when an entry was last used and whether it is
+// in use); false if every entry is in use.
+func leastRecentIdle[E any](m map[string]E, idle func(E) (time.Time, bool)) (string, bool) {
+	var key string
+	var oldest time.Time
+	found := false
+	for k, e := range m {
+		if last, ok := idle(e); ok && (!found || last.Before(oldest)) {
+			key, oldest, found = k, last, true
 		}
 	}
-	if old == nil {
-		return false
+	return key, found
+}
+
+// idleBefore returns the keys of the entries of m out of use since before
+// cutoff.
+func idleBefore[E any](m map[string]E, cutoff time.Time, idle func(E) (time.Time, bool)) []string {
+	var keys []string
+	for k, e := range m {
+		if last, ok := idle(e); ok && last.Before(cutoff) {
+			keys = append(keys, k)
+		}
 	}
-	s.dropLocked(lru, old)
-	return true
+	return keys
 }
 
 // sweep drops the entries idle since before cutoff.
 func (s *servedFiles) sweep(cutoff time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for p, e := range s.files {
-		if e.refs == 0 && e.last.Before(cutoff) {
-			s.dropLocked(p, e)
-		}
+	for _, p := range idleBefore(s.files, cutoff, (*servedFile).idle) {
+		s.dropLocked(p, s.files[p])
 	}
 }
 

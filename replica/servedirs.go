@@ -109,28 +109,22 @@ func (s *servedDirs) dropLocked(rel string, e *servedDir) {
 // evictLocked drops the least recently used directory not in use; false
 // if every one is in use.
 func (s *servedDirs) evictLocked() bool {
-	var lru string
-	var old *servedDir
-	for p, e := range s.dirs {
-		if e.refs == 0 && (old == nil || e.last.Before(old.last)) {
-			lru, old = p, e
-		}
+	p, ok := leastRecentIdle(s.dirs, (*servedDir).idle)
+	if ok {
+		s.dropLocked(p, s.dirs[p])
 	}
-	if old == nil {
-		return false
-	}
-	s.dropLocked(lru, old)
-	return true
+	return ok
 }
+
+// idle reports when e was last used, and whether it is out of use.
+func (e *servedDir) idle() (time.Time, bool) { return e.last, e.refs == 0 }
 
 // sweep drops the directories idle since before cutoff.
 func (s *servedDirs) sweep(cutoff time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for p, e := range s.dirs {
-		if e.refs == 0 && e.last.Before(cutoff) {
-			s.dropLocked(p, e)
-		}
+	for _, p := range idleBefore(s.dirs, cutoff, (*servedDir).idle) {
+		s.dropLocked(p, s.dirs[p])
 	}
 }
 
