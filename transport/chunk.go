@@ -59,36 +59,12 @@ func (c *Conn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, 
 	if req.Length == 0 || req.Length > protocol.MaxChunkSize {
 		return fail(fmt.Errorf("length %d out of range", req.Length))
 	}
-	select {
-	case c.inflight <- struct{}{}:
-	case <-ctx.Done():
-		return fail(ctx.Err())
-	case <-c.ctx.Done():
-		return fail(c.Err())
-	}
-	defer func() { <-c.inflight }()
-
-	ctx, cancel := context.WithTimeoutCause(ctx, c.t.cfg.RequestTimeout, protocol.ErrTimeout)
-	defer cancel()
-	s, err := c.requestStream(ctx)
+	ctx, s, done, err := c.openRequest(ctx)
 	if err != nil {
-		return fail(c.streamError(ctx, err))
+		return fail(err)
 	}
-	// Ending ctx cancels both directions, which unblocks Read and Write
-	// and returns the stream's credit to the peer. A stream is reused only
-	// when its response was read whole and ctx did not end meanwhile.
-	stop := context.AfterFunc(ctx, func() { cancelStream(s) })
 	reuse := false
-	defer func() {
-		if stop() && reuse {
-			select {
-			case c.idle <- s: // room: at most MaxInFlight streams exist
-				return
-			default:
-			}
-		}
-		c.discardStream(s)
-	}()
+	defer func() { done(reuse) }()
 
 	req.ID = c.nextID.Add(1)
 	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
@@ -202,33 +178,12 @@ func (c *Conn) RequestChunksInto(ctx context.Context, folder string, chunks []pr
 	for _, ch := range chunks {
 		maxLen = max(maxLen, int(min(ch.Length, protocol.MaxChunkSize)))
 	}
-	select {
-	case c.inflight <- struct{}{}:
-	case <-ctx.Done():
-		return fail(ctx.Err())
-	case <-c.ctx.Done():
-		return fail(c.Err())
-	}
-	defer func() { <-c.inflight }()
-
-	ctx, cancel := context.WithTimeoutCause(ctx, c.t.cfg.RequestTimeout, protocol.ErrTimeout)
-	defer cancel()
-	s, err := c.requestStream(ctx)
+	ctx, s, done, err := c.openRequest(ctx)
 	if err != nil {
-		return fail(c.streamError(ctx, err))
+		return fail(err)
 	}
-	stop := context.AfterFunc(ctx, func() { cancelStream(s) })
 	reuse := false
-	defer func() {
-		if stop() && reuse {
-			select {
-			case c.idle <- s:
-				return
-			default:
-			}
-		}
-		c.discardStream(s)
-	}()
+	defer func() { done(reuse) }()
 
 	req.ID = c.nextID.Add(1)
 	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
@@ -269,6 +224,45 @@ func (c *Conn) RequestChunksInto(ctx context.Context, folder string, chunks []pr
 	// Every response was read: the stream is ready for the next request.
 	reuse = true
 	return nil
+}
+
+// openRequest takes one of the MaxInFlight request slots and a request
+// stream, under a context that ends after the request timeout (returned:
+// the request's reads and writes are bounded by it). done must be called
+// once the request is over, with whether the stream may serve another
+// request (its responses were read whole): it frees the slot and keeps or
+// discards the stream. Ending the context cancels both directions of the
+// stream, which unblocks its Read and Write and returns its credit to the
+// peer; a stream is kept only if the context did not end meanwhile.
+func (c *Conn) openRequest(ctx context.Context) (_ context.Context, s *quic.Stream, done func(reuse bool), err error) {
+	select {
+	case c.inflight <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, nil, ctx.Err()
+	case <-c.ctx.Done():
+		return nil, nil, nil, c.Err()
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, c.t.cfg.RequestTimeout, protocol.ErrTimeout)
+	s, err = c.requestStream(ctx)
+	if err != nil {
+		err = c.streamError(ctx, err)
+		cancel()
+		<-c.inflight
+		return nil, nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { cancelStream(s) })
+	return ctx, s, func(reuse bool) {
+		defer func() { <-c.inflight }()
+		defer cancel()
+		if stop() && reuse {
+			select {
+			case c.idle <- s: // room: at most MaxInFlight streams exist
+				return
+			default:
+			}
+		}
+		c.discardStream(s)
+	}, nil
 }
 
 // verifyChunk checks a response's data against the chunk asked for —
