@@ -185,7 +185,8 @@ type Folder struct {
 // Folder.mu.
 type peer struct {
 	Peer
-	conn      Conn
+	conn      Conn   // the newest of live, or nil
+	live      []Conn // connections whose sessions run, in the order attached
 	lastSeen  time.Time
 	progress  index.Progress // Received/PeerEpoch of their stream; Confirmed of ours
 	wm        *watermark     // their stream's entries in the pull queue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"lockstep/conflict"
 	"lockstep/index"
@@ -61,6 +62,7 @@ func (f *Folder) Attach(id conflict.NodeID, conn Conn, theirs protocol.HelloFold
 		p.confirmed = 0
 	}
 	p.conn = conn
+	p.live = append(p.live, conn)
 	p.lastSeen = f.now()
 	if f.resync != nil {
 		f.resync.target[id] = theirs.MaxSequence
@@ -115,8 +117,17 @@ func (s *Session) Run(ctx context.Context) error {
 	f, p, conn := s.f, s.p, s.conn
 	defer func() {
 		f.mu.Lock()
+		// Two nodes that dialled each other at once keep one connection,
+		// but the session of the one closed may be attached after the
+		// other's: the peer stays connected through whichever is left.
+		if i := slices.Index(p.live, conn); i >= 0 {
+			p.live = slices.Delete(p.live, i, i+1)
+		}
 		if p.conn == conn {
 			p.conn = nil
+			if n := len(p.live); n > 0 {
+				p.conn = p.live[n-1]
+			}
 			p.lastSeen = f.now()
 		}
 		f.mu.Unlock()
