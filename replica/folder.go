@@ -185,13 +185,22 @@ type Folder struct {
 // Folder.mu.
 type peer struct {
 	Peer
-	conn      Conn   // the newest of live, or nil
 	live      []Conn // connections whose sessions run, in the order attached
 	lastSeen  time.Time
 	progress  index.Progress // Received/PeerEpoch of their stream; Confirmed of ours
 	wm        *watermark     // their stream's entries in the pull queue
 	confirm   *signal        // wakes the session to confirm a new mark
 	confirmed uint64         // the mark last confirmed to them
+}
+
+// current returns the connection to use toward the peer: the one attached
+// last of those whose sessions still run; nil when it is not connected.
+// The caller holds Folder.mu.
+func (p *peer) current() Conn {
+	if n := len(p.live); n > 0 {
+		return p.live[n-1]
+	}
+	return nil
 }
 
 // New returns the engine for one folder. It opens the folder but starts

@@ -661,7 +661,7 @@ func (f *Folder) peersBatch() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range f.peers {
-		if bc, ok := p.conn.(BatchConn); ok && bc.ChunkBatches() {
+		if bc, ok := p.current().(BatchConn); ok && bc.ChunkBatches() {
 			return true
 		}
 	}
@@ -1065,7 +1065,7 @@ func (f *Folder) peerConn(id conflict.NodeID) Conn {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if p := f.peers[id]; p != nil {
-		return p.conn
+		return p.current()
 	}
 	return nil
 }
@@ -1085,7 +1085,7 @@ func (f *Folder) nextConn(ctx context.Context, id conflict.NodeID, old Conn) Con
 		var c Conn
 		var gone time.Time
 		if p := f.peers[id]; p != nil {
-			c, gone = p.conn, p.lastSeen
+			c, gone = p.current(), p.lastSeen
 		}
 		f.mu.Unlock()
 		switch {

@@ -171,7 +171,7 @@ func (f *Folder) resyncReady() bool {
 	}
 	caught := 0
 	for id, p := range f.peers {
-		if p.conn == nil {
+		if p.current() == nil {
 			continue
 		}
 		t, ok := r.target[id]

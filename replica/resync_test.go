@@ -39,7 +39,7 @@ func TestResyncReady(t *testing.T) {
 			for id, pc := range tc.peers {
 				p := &peer{Peer: Peer{ID: id}, wm: newWatermark(0)}
 				if pc.connected {
-					p.conn = fakeConn{}
+					p.live = []Conn{fakeConn{}}
 				}
 				if pc.hello {
 					f.resync.target[id] = pc.target

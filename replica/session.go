@@ -61,7 +61,6 @@ func (f *Folder) Attach(id conflict.NodeID, conn Conn, theirs protocol.HelloFold
 		p.wm = newWatermark(0)
 		p.confirmed = 0
 	}
-	p.conn = conn
 	p.live = append(p.live, conn)
 	p.lastSeen = f.now()
 	if f.resync != nil {
@@ -123,11 +122,7 @@ func (s *Session) Run(ctx context.Context) error {
 		if i := slices.Index(p.live, conn); i >= 0 {
 			p.live = slices.Delete(p.live, i, i+1)
 		}
-		if p.conn == conn {
-			p.conn = nil
-			if n := len(p.live); n > 0 {
-				p.conn = p.live[n-1]
-			}
+		if len(p.live) == 0 {
 			p.lastSeen = f.now()
 		}
 		f.mu.Unlock()

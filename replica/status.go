@@ -71,7 +71,7 @@ func (f *Folder) Status(ctx context.Context) (control.FolderStatus, error) {
 	views := make([]peerView, 0, len(f.opts.Peers))
 	for _, pp := range f.opts.Peers {
 		p := f.peers[pp.ID]
-		views = append(views, peerView{Peer: p.Peer, connected: p.conn != nil, lastSeen: p.lastSeen, confirmed: p.progress.Confirmed})
+		views = append(views, peerView{Peer: p.Peer, connected: p.current() != nil, lastSeen: p.lastSeen, confirmed: p.progress.Confirmed})
 	}
 	f.mu.Unlock()
 	// The highest sequence, read again after the confirmations: each is at
