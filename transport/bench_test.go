@@ -245,19 +245,7 @@ func BenchmarkChunkVsRaw(b *testing.B) {
 		b.Run(kind.name, func(b *testing.B) {
 			pump := rawPump(b)
 			fetch, _ := chunkPair(b, kind.mode, kind.gen)
-			const batch = 64
-			var rawTime, chunkTime time.Duration
-			b.SetBytes(benchChunk)
-			b.ResetTimer()
-			for done := 0; done < b.N; done += batch {
-				n := min(batch, b.N-done)
-				timed(&rawTime, func() { pump(n) })
-				timed(&chunkTime, func() { fetch(n) })
-			}
-			mb := float64(b.N) * benchChunk / 1e6
-			b.ReportMetric(mb/rawTime.Seconds(), "raw-MB/s")
-			b.ReportMetric(mb/chunkTime.Seconds(), "chunk-MB/s")
-			b.ReportMetric(rawTime.Seconds()/chunkTime.Seconds(), "chunk/raw")
+			versusRaw(b, pump, fetch, "chunk")
 		})
 	}
 }
@@ -267,6 +255,13 @@ func BenchmarkChunkVsRaw(b *testing.B) {
 func BenchmarkBatchVsRaw(b *testing.B) {
 	pump := rawPump(b)
 	fetch := batchPair(b, func(int) []byte { return randomChunk(benchChunk) }, 16)
+	versusRaw(b, pump, fetch, "batch")
+}
+
+// versusRaw moves b.N chunks' worth through the raw stream (pump) and as
+// chunks (fetch), alternating 64 at a time, and reports both rates (the
+// second as name-MB/s) and name/raw.
+func versusRaw(b *testing.B, pump, fetch func(n int), name string) {
 	const batch = 64
 	var rawTime, chunkTime time.Duration
 	b.SetBytes(benchChunk)
@@ -278,8 +273,8 @@ func BenchmarkBatchVsRaw(b *testing.B) {
 	}
 	mb := float64(b.N) * benchChunk / 1e6
 	b.ReportMetric(mb/rawTime.Seconds(), "raw-MB/s")
-	b.ReportMetric(mb/chunkTime.Seconds(), "batch-MB/s")
-	b.ReportMetric(rawTime.Seconds()/chunkTime.Seconds(), "batch/raw")
+	b.ReportMetric(mb/chunkTime.Seconds(), name+"-MB/s")
+	b.ReportMetric(rawTime.Seconds()/chunkTime.Seconds(), name+"/raw")
 }
 
 // BenchmarkTextCompression moves compressible text as chunks under each

@@ -67,11 +67,9 @@ func (c *Conn) RequestChunkInto(ctx context.Context, req protocol.ChunkRequest, 
 	defer func() { done(reuse) }()
 
 	req.ID = c.nextID.Add(1)
-	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
-	if err := w.WriteMessage(&req); err != nil {
-		return fail(c.streamError(ctx, err))
+	if err := c.writeRequest(ctx, s, &req); err != nil {
+		return fail(err)
 	}
-	c.stats.sentRaw.Add(uint64(w.BytesWritten()))
 
 	r := protocol.NewReader(countingReader{s, &c.stats.received, nil}, maxResponseHead+int(req.Length))
 	var inflated uint64 // what decompression added to the bytes read
@@ -186,11 +184,9 @@ func (c *Conn) RequestChunksInto(ctx context.Context, folder string, chunks []pr
 	defer func() { done(reuse) }()
 
 	req.ID = c.nextID.Add(1)
-	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
-	if err := w.WriteMessage(&req); err != nil {
-		return fail(c.streamError(ctx, err))
+	if err := c.writeRequest(ctx, s, &req); err != nil {
+		return fail(err)
 	}
-	c.stats.sentRaw.Add(uint64(w.BytesWritten()))
 
 	r := protocol.NewReader(countingReader{s, &c.stats.received, nil}, maxResponseHead+maxLen)
 	var inflated uint64
@@ -263,6 +259,16 @@ func (c *Conn) openRequest(ctx context.Context) (_ context.Context, s *quic.Stre
 		}
 		c.discardStream(s)
 	}, nil
+}
+
+// writeRequest sends a request on s, opened by openRequest under ctx.
+func (c *Conn) writeRequest(ctx context.Context, s *quic.Stream, m protocol.Message) error {
+	w := protocol.NewWriter(countingWriter{s, &c.stats.sent})
+	if err := w.WriteMessage(m); err != nil {
+		return c.streamError(ctx, err)
+	}
+	c.stats.sentRaw.Add(uint64(w.BytesWritten()))
+	return nil
 }
 
 // verifyChunk checks a response's data against the chunk asked for —
