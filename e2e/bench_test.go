@@ -337,6 +337,11 @@ func benchInitialSync(tb testing.TB, sc benchScale, many bool) figures {
 	}
 	flushFS(tb, n1.folder)
 	scan := n1.startIndexed(files, sc.timeout)
+	// The link itself, as the same amount of data through one raw quic-go
+	// stream between two processes, once before lockstep's transfer and
+	// once after it.
+	var raw rawTransfer
+	raw.add(runRawQUIC(tb, total))
 	arrived := watchArrivals(tb, n2.folder)
 	cpu0 := cpuOf(tb, n1.cmd.Process.Pid)
 	start := time.Now()
@@ -346,6 +351,7 @@ func benchInitialSync(tb testing.TB, sc benchScale, many bool) figures {
 	profiled()
 	cpu := cpuOf(tb, n1.cmd.Process.Pid) - cpu0 + cpuOf(tb, n2.cmd.Process.Pid)
 	sameTree(tb, n1.folder, n2.folder)
+	raw.add(runRawQUIC(tb, total))
 
 	var m figures
 	mb := float64(total) / 1e6
@@ -354,6 +360,10 @@ func benchInitialSync(tb testing.TB, sc benchScale, many bool) figures {
 	m.add("data_s", arrived.last().Sub(start).Seconds())
 	m.add("scan_s", scan.Seconds())
 	m.add("cpu_ms/MB", millis(cpu)/mb)
+	rawMBs := float64(raw.bytes) / 1e6 / raw.elapsed.Seconds()
+	m.add("raw_quic_MB/s", rawMBs)
+	m.add("raw_quic_cpu_ms/MB", millis(raw.cpu)/(float64(raw.bytes)/1e6))
+	m.add("vs_raw_quic", mb/took.Seconds()/rawMBs)
 	if d := startRsyncd(tb); d != nil {
 		run := d.push(tb, n1.folder, "initial")
 		sameTree(tb, n1.folder, d.path("initial"))
@@ -997,6 +1007,59 @@ type rsyncd struct {
 	root string
 	cmd  *exec.Cmd
 	done chan error
+}
+
+// rawTransfer adds up raw quic-go transfers (runRawQUIC).
+type rawTransfer struct {
+	bytes        int64
+	elapsed, cpu time.Duration
+}
+
+func (t *rawTransfer) add(x rawTransfer) {
+	t.bytes += x.bytes
+	t.elapsed += x.elapsed
+	t.cpu += x.cpu
+}
+
+var rawQUIC struct {
+	once sync.Once
+	exe  string
+	err  error
+}
+
+// runRawQUIC sends n bytes through one raw quic-go stream between two
+// processes on loopback, with the transport's TLS and QUIC settings: the
+// test binary of package transport in its LOCKSTEP_RAWQUIC=link mode
+// (transport/rawproc_test.go), built once. This is the link lockstep's
+// throughput is set against: two processes, as two daemons are, on the
+// same cores.
+func runRawQUIC(tb testing.TB, n int64) rawTransfer {
+	tb.Helper()
+	rawQUIC.once.Do(func() {
+		rawQUIC.exe = filepath.Join(binDir, "transport.test")
+		build := exec.Command("go", "test", "-c", "-o", rawQUIC.exe, "../transport")
+		if os.Getenv("LOCKSTEP_E2E_NORACE") == "" {
+			build.Args = slices.Insert(build.Args, 3, "-race")
+		}
+		if out, err := build.CombinedOutput(); err != nil {
+			rawQUIC.err = fmt.Errorf("building the transport test binary: %v\n%s", err, out)
+		}
+	})
+	if rawQUIC.err != nil {
+		tb.Fatal(rawQUIC.err)
+	}
+	cmd := exec.Command(rawQUIC.exe)
+	cmd.Env = append(os.Environ(), "LOCKSTEP_RAWQUIC=link", fmt.Sprintf("LOCKSTEP_RAWQUIC_BYTES=%d", n))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		tb.Fatalf("raw quic-go transfer of %d bytes: %v", n, err)
+	}
+	var elapsed, cpu float64
+	if _, err := fmt.Sscanf(string(out), "elapsed %g cpu %g", &elapsed, &cpu); err != nil {
+		tb.Fatalf("raw quic-go transfer said %q: %v", out, err)
+	}
+	return rawTransfer{bytes: n, elapsed: time.Duration(elapsed * 1e9), cpu: time.Duration(cpu * 1e9)}
 }
 
 // startRsyncd starts the daemon, or returns nil when rsync is not installed

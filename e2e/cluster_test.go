@@ -20,7 +20,9 @@ import (
 )
 
 // binary is the lockstep executable under test, built once by TestMain.
-var binary string
+// binDir is TestMain's scratch directory for built executables, removed
+// at the end.
+var binary, binDir string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "lockstep-e2e-bin")
@@ -28,6 +30,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	binDir = dir
 	binary = filepath.Join(dir, "lockstep")
 	if prebuilt := os.Getenv("LOCKSTEP_E2E_BINARY"); prebuilt != "" {
 		// A binary built elsewhere, e.g. from another commit to compare
