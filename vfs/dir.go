@@ -140,13 +140,18 @@ func (d *Dir) Lstat(name string) (fs.FileInfo, error) {
 	if err != nil {
 		return nil, &fs.PathError{Op: "lstat", Path: join(d.rel, name), Err: err}
 	}
+	return infoOf(name, &st), nil
+}
+
+// infoOf wraps a stat(2) result as os.Lstat would.
+func infoOf(name string, st *unix.Stat_t) fs.FileInfo {
 	return &fileInfo{name: name, sys: syscall.Stat_t{
 		Dev: st.Dev, Ino: st.Ino, Nlink: st.Nlink, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
 		Rdev: st.Rdev, Size: st.Size, Blksize: st.Blksize, Blocks: st.Blocks,
 		Atim: syscall.Timespec{Sec: st.Atim.Sec, Nsec: st.Atim.Nsec},
 		Mtim: syscall.Timespec{Sec: st.Mtim.Sec, Nsec: st.Mtim.Nsec},
 		Ctim: syscall.Timespec{Sec: st.Ctim.Sec, Nsec: st.Ctim.Nsec},
-	}}, nil
+	}}
 }
 
 // fileInfo is the fs.FileInfo of a stat(2), as package os makes it.

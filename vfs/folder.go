@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,6 +30,9 @@ type Folder struct {
 	rootDir *os.File
 	rootFd  int // rootDir's descriptor
 	dir     string
+	// noUnnamed is set once the filesystem refused an unnamed file
+	// (O_TMPFILE): CreateNew then names its files.
+	noUnnamed atomic.Bool
 }
 
 // Open opens the folder at dir. The folder keeps referring to the same
@@ -191,18 +195,22 @@ type Meta struct {
 	UID, GID int
 }
 
-// Temp is a file being written under a temporary name beside its target.
-// The owner writes it, calls Seal — which gives it its metadata and, when
-// asked, flushes it — then Commit, or Abort at any point. A Temp is not
-// safe for concurrent use.
+// Temp is a file being written under a temporary name beside its target,
+// or with no name at all (CreateNew). The owner writes it, calls Seal —
+// which gives it its metadata and, when asked, flushes it — then Commit,
+// or Abort at any point. A Temp is not safe for concurrent use.
 type Temp struct {
 	dir    *Dir
 	ownDir bool // dir was opened for this file alone: close it when done
 	file   *os.File
 	rel    string // final path
 	name   string // final name in dir
-	tmp    string // temporary name in dir
+	tmp    string // temporary name in dir; empty when unnamed
 	sealed bool
+	// unnamed: an O_TMPFILE file, open until Commit or Abort, which
+	// Commit links in. noReplace: Commit refuses to replace anything.
+	unnamed, noReplace bool
+	placed             fs.FileInfo // the file as Commit left it, if known
 }
 
 // Create starts writing rel: it creates the parent directories if needed
@@ -271,8 +279,11 @@ func (t *Temp) Seal(meta Meta, sync bool) error {
 			return fmt.Errorf("flush %s: %w", t.rel, err)
 		}
 	}
-	if err := t.file.Close(); err != nil {
-		return fmt.Errorf("seal %s: %w", t.rel, err)
+	// An unnamed file stays open: Commit links it in by its descriptor.
+	if !t.unnamed {
+		if err := t.file.Close(); err != nil {
+			return fmt.Errorf("seal %s: %w", t.rel, err)
+		}
 	}
 	t.sealed = true
 	return nil
@@ -293,7 +304,13 @@ func (t *Temp) Commit() error {
 	if err == nil {
 		err = t.dir.Verify()
 	}
-	if err == nil {
+	switch {
+	case err != nil:
+	case t.noReplace:
+		if err = t.commitNew(); err != nil {
+			err = &fs.PathError{Op: "link", Path: t.rel, Err: err}
+		}
+	default:
 		// rename(2) refuses to put a file over a directory (EISDIR).
 		err = unix.Renameat(t.dir.fd, t.tmp, t.dir.fd, t.name)
 		runtime.KeepAlive(t.dir.file)
@@ -304,13 +321,27 @@ func (t *Temp) Commit() error {
 		}
 	}
 	if err != nil {
-		t.file.Close()
-		_ = t.dir.root.Remove(t.tmp)
-		t.release()
+		t.Abort()
 		return fmt.Errorf("commit %s: %w", t.rel, err)
+	}
+	if t.unnamed {
+		t.closeUnnamed()
 	}
 	t.release()
 	return nil
+}
+
+// Placed returns the committed file's lstat when Commit could take it
+// without looking the name up again (an unnamed file's fstat after its
+// link), or nil.
+func (t *Temp) Placed() fs.FileInfo { return t.placed }
+
+// closeUnnamed closes an unnamed file and gives back its share of the
+// descriptor budget.
+func (t *Temp) closeUnnamed() {
+	t.file.Close()
+	t.unnamed = false
+	unnamedOpen.Add(-1)
 }
 
 // release closes the temp file's directory if it was opened for it alone.
@@ -337,13 +368,19 @@ func (t *Temp) apply(meta Meta) error {
 			}
 		}
 	}
-	// One utimensat(2) on the directory's handle (the temp name is in it).
+	// One utimensat(2) on the directory's handle (the temp name is in it),
+	// or on the file itself when it has no name.
 	ts := unix.Timespec{Nsec: unix.UTIME_OMIT}
 	if !meta.MTime.IsZero() {
 		ts = unix.NsecToTimespec(meta.MTime.UnixNano())
 	}
-	err := unix.UtimesNanoAt(t.dir.fd, t.tmp, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
-	runtime.KeepAlive(t.dir.file)
+	var err error
+	if t.unnamed {
+		err = futimens(int(t.file.Fd()), &[2]unix.Timespec{ts, ts})
+	} else {
+		err = unix.UtimesNanoAt(t.dir.fd, t.tmp, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+		runtime.KeepAlive(t.dir.file)
+	}
 	if err != nil {
 		return &fs.PathError{Op: "chtimes", Path: t.rel, Err: err}
 	}
@@ -364,8 +401,15 @@ func (t *Temp) ownedBy(uid, gid int) bool {
 
 // Abort discards the temp file.
 func (t *Temp) Abort() error {
-	t.file.Close()
 	defer t.release()
+	if t.unnamed {
+		t.closeUnnamed() // it has no name: nothing to remove
+		return nil
+	}
+	if t.tmp == "" {
+		return nil // already committed or aborted
+	}
+	t.file.Close()
 	if err := t.dir.root.Remove(t.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}

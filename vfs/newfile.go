@@ -1,0 +1,145 @@
+package vfs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// A file that does not exist yet at its path is written through CreateNew.
+// Where the filesystem allows it (ext4, xfs, btrfs, tmpfs: O_TMPFILE), the
+// file has no name at all until Commit links it into its directory, which
+// also fails if anything took the name meanwhile. That costs less than
+// creating a temp name and renaming it (BenchmarkCreateNew, 1 KiB files with
+// their metadata: 39 against 52 µs per file on a journaled ext4, 17.5
+// against 20 on tmpfs), leaves no temp name for a reader to see and nothing
+// to clean up after a crash. Elsewhere the file
+// gets a temp name and Commit renames it with RENAME_NOREPLACE.
+
+// unnamedBudget bounds how many unnamed files may be open at once in the
+// process: each holds a file descriptor from its creation to its Commit,
+// which for a batch of small files is after the whole batch is written.
+// Past it, new files get a temp name, which holds none. It is a quarter of
+// the descriptor limit, at most 4096.
+var unnamedBudget = sync.OnceValue(func() int64 {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0
+	}
+	return int64(min(lim.Cur/4, 4096))
+})
+
+// unnamedOpen counts the unnamed files open now.
+var unnamedOpen atomic.Int64
+
+// noEmptyPathLink is set once linkat(2) with AT_EMPTY_PATH was refused for
+// want of CAP_DAC_READ_SEARCH: unnamed files are then linked by their
+// /proc/self/fd path, which needs no privilege.
+var noEmptyPathLink atomic.Bool
+
+// CreateNew is Create for a file that must not exist yet: Commit fails
+// with an error matching fs.ErrExist when anything has the name by then,
+// so no check right before it is needed. See above for how.
+func (d *Dir) CreateNew(name string) (*Temp, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if !d.folder.noUnnamed.Load() {
+		if unnamedOpen.Add(1) <= unnamedBudget() {
+			fd, err := unix.Openat(d.fd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+			runtime.KeepAlive(d.file)
+			if err == nil {
+				file := os.NewFile(uintptr(fd), join(d.rel, name))
+				return &Temp{dir: d, file: file, name: name, rel: join(d.rel, name), unnamed: true, noReplace: true}, nil
+			}
+			unnamedOpen.Add(-1)
+			// A filesystem or kernel without O_TMPFILE says so in one of
+			// these ways; anything else is a real failure to create.
+			if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
+				return nil, fmt.Errorf("create %s: %w", join(d.rel, name), err)
+			}
+			d.folder.noUnnamed.Store(true)
+		} else {
+			unnamedOpen.Add(-1)
+		}
+	}
+	t, err := d.Create(name)
+	if err == nil {
+		t.noReplace = true
+	}
+	return t, err
+}
+
+// CreateNew starts writing rel, which must not exist yet, in its
+// directory, made if missing (see Dir.CreateNew).
+func (ds *Dirs) CreateNew(rel string) (*Temp, error) {
+	d, name, err := ds.Parent(rel, true)
+	if err != nil {
+		return nil, err
+	}
+	return d.CreateNew(name)
+}
+
+// commitNew puts a temp file of CreateNew at its name, failing with
+// fs.ErrExist if the name is taken. An unnamed file's lstat after the link
+// is kept (Temp.Placed).
+func (t *Temp) commitNew() error {
+	if !t.unnamed {
+		err := unix.Renameat2(t.dir.fd, t.tmp, t.dir.fd, t.name, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EINVAL) {
+			// The filesystem cannot refuse to replace: check, then rename.
+			if _, err = t.dir.Lstat(t.name); err == nil {
+				err = unix.EEXIST
+			} else if errors.Is(err, fs.ErrNotExist) {
+				err = unix.Renameat(t.dir.fd, t.tmp, t.dir.fd, t.name)
+			}
+		}
+		runtime.KeepAlive(t.dir.file)
+		return err
+	}
+	fd := int(t.file.Fd())
+	var err error
+	if !noEmptyPathLink.Load() {
+		err = unix.Linkat(fd, "", t.dir.fd, t.name, unix.AT_EMPTY_PATH)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
+			// Without CAP_DAC_READ_SEARCH the kernel refuses an empty path
+			// (ENOENT): use the descriptor's name in /proc instead.
+			if err = linkProc(fd, t.dir.fd, t.name); err == nil {
+				noEmptyPathLink.Store(true)
+			}
+		}
+	} else {
+		err = linkProc(fd, t.dir.fd, t.name)
+	}
+	runtime.KeepAlive(t.dir.file)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil {
+		t.placed = infoOf(t.name, &st)
+	}
+	return nil
+}
+
+func linkProc(fd, dirfd int, name string) error {
+	return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+}
+
+// futimens sets the access and modification times of an open file: the
+// utimensat(2) call with no path, which x/sys/unix does not offer.
+func futimens(fd int, ts *[2]unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(ts)), 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
