@@ -711,3 +711,72 @@ func TestLargeFileWrittenBackAlongTheWay(t *testing.T) {
 	a.write("big.bin", data)
 	eventually(t, "large file on b", hasContent(b, "big.bin", data))
 }
+
+// TestNewFileDoesNotReplaceLocalWrite: in a batch flushed with syncfs, new
+// files are written unnamed and linked in (vfs.CreateNew). A file written
+// locally under one of their names while the batch is fetched is not
+// replaced by the link: the local edit ends up at its path on both nodes
+// or kept as a conflict's loser, never lost, and no temp file is left.
+func TestNewFileDoesNotReplaceLocalWrite(t *testing.T) {
+	a, b := pair(t)
+	ctx := runEngines(t, a)
+	n := flushEachMax + 10
+	for i := range n {
+		a.write(fmt.Sprintf("many/%03d", i), []byte(fmt.Sprint("remote ", i)))
+	}
+	const taken = "many/050"
+	local := []byte("written on b meanwhile")
+	var once sync.Once
+	defer linkWith(t, ctx, a, b, func(req protocol.ChunkRequest) error {
+		if req.Path == taken {
+			once.Do(func() {
+				os.MkdirAll(filepath.Join(b.dir, filepath.Dir(taken)), 0o755)
+				if err := os.WriteFile(filepath.Join(b.dir, taken), local, 0o644); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		return nil
+	})()
+	// b's puller starts once every file is queued: one batch.
+	eventually(t, "the files queued on b", func() bool {
+		b.engine.mu.Lock()
+		defer b.engine.mu.Unlock()
+		return b.engine.queue.len() == n
+	})
+	runEngines(t, b)
+	eventually(t, "the batch on b", func() bool {
+		for i := range n {
+			if i != 50 && !hasContent(b, fmt.Sprintf("many/%03d", i), []byte(fmt.Sprint("remote ", i)))() {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, "the two versions of "+taken+" settled", func() bool {
+		ga, errA := a.read(taken)
+		gb, errB := b.read(taken)
+		return errA == nil && errB == nil && bytes.Equal(ga, gb)
+	})
+	got, _ := b.read(taken)
+	if !bytes.Equal(got, local) {
+		// The local edit lost: it must be kept as a conflict's loser.
+		kept := false
+		for _, n := range []*testNode{a, b} {
+			list, _ := n.engine.Conflicts()
+			for _, c := range list {
+				data, _ := os.ReadFile(c.Copy)
+				kept = kept || bytes.Equal(data, local)
+			}
+		}
+		if !kept {
+			t.Fatalf("%s holds %q on both nodes and b's local write is nowhere", taken, got)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(b.dir, "many"))
+	for _, e := range entries {
+		if vfs.IsTemp(e.Name()) {
+			t.Errorf("temp file left on b: %s", e.Name())
+		}
+	}
+}

@@ -38,6 +38,11 @@ const (
 	// A file being assembled is handed to the disk every writebackEvery
 	// bytes (when it has at least two such parts).
 	writebackEvery = 8 << 20
+	// A file of at least writebackMin bytes in a batch flushed with
+	// syncfs is handed to the disk as soon as it is written, so that the
+	// disk works while the rest of the batch arrives instead of taking
+	// it all at the batch's one flush.
+	writebackMin = 256 << 10
 	// A file of at most smallFile bytes is fetched into memory, up to
 	// smallFetchers at once, and written out whole by one of diskWorkers,
 	// so that waiting on the network and on the disk overlap.
@@ -183,6 +188,12 @@ type job struct {
 	// dirs holds the batch's directories open: each is opened and checked
 	// once instead of the path being walked for every call.
 	dirs *vfs.Dirs
+	// fresh: the file is new here and its batch is flushed with syncfs, so
+	// its temp is made with vfs.CreateNew. The syncfs before the commits
+	// flushes the unnamed file and the one after them its link; a batch
+	// flushed file by file names its temps, so that each file's fsync and
+	// its directory's are all its rename needs.
+	fresh bool
 }
 
 // batch is a set of items being applied together: prepared (decided, and
@@ -233,7 +244,14 @@ func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 		assemble = append(assemble, j)
 	}
 	plan := chooseFlush(len(assemble))
+	for _, j := range assemble {
+		j.fresh = plan == flushFS && (!j.have || j.local.Deleted)
+	}
 	seal := func(j *job, temp *vfs.Temp, err error) {
+		if err == nil && plan == flushFS && j.it.info.Size >= writebackMin {
+			// Only advice: the batch's flush is what makes it durable.
+			_ = temp.StartWriteback()
+		}
 		if err == nil {
 			if err = temp.Seal(f.meta(&j.it.info), plan == flushEach); err != nil {
 				temp.Abort()
@@ -772,9 +790,18 @@ func (f *Folder) fetchBatched(ctx context.Context, jobs []*job, done func(*job, 
 	}
 }
 
+// createTemp starts writing j's file: a new file unnamed when the batch
+// is flushed with syncfs (j.fresh), otherwise under a temp name.
+func createTemp(j *job) (*vfs.Temp, error) {
+	if j.fresh {
+		return j.dirs.CreateNew(j.it.info.Path)
+	}
+	return j.dirs.Create(j.it.info.Path)
+}
+
 // writeWhole writes the content of j's file under a temp name.
 func (f *Folder) writeWhole(j *job, data []byte) (*vfs.Temp, error) {
-	temp, err := j.dirs.Create(j.it.info.Path)
+	temp, err := createTemp(j)
 	if err != nil {
 		return nil, err
 	}
@@ -793,7 +820,7 @@ func (f *Folder) writeWhole(j *job, data []byte) (*vfs.Temp, error) {
 func (f *Folder) assemble(ctx context.Context, j *job, batchSlots chan struct{}) (*vfs.Temp, error) {
 	fi := &j.it.info
 	steps := f.steps(j)
-	temp, err := j.dirs.Create(fi.Path)
+	temp, err := createTemp(j)
 	if err != nil {
 		return nil, err
 	}
@@ -1121,18 +1148,21 @@ func (f *Folder) commit(j *job) error {
 		return nil
 	}
 	// Re-check right before replacing: the window for a local write to be
-	// overwritten is from here to the rename.
-	st, lerr := j.dirs.Lstat(fi.Path)
-	if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
-		j.abort()
-		return lerr
-	}
-	// A directory that appeared meanwhile is fine for a directory: the
-	// batch's own files create their parents.
-	sameDir := fi.Type == protocol.Dir && !fi.Deleted && lerr == nil && st.IsDir()
-	if !sameDir && !diskMatches(&j.local, j.have, st, lerr == nil) {
-		j.abort()
-		return fmt.Errorf("%s changed on disk", fi.Path)
+	// overwritten is from here to the rename. A new file's temp refuses to
+	// replace anything by itself (vfs.CreateNew), at the very moment.
+	if !(j.fresh && j.temp != nil && fi.Type == protocol.File && !fi.Deleted && !j.metaOnly) {
+		st, lerr := j.dirs.Lstat(fi.Path)
+		if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
+			j.abort()
+			return lerr
+		}
+		// A directory that appeared meanwhile is fine for a directory: the
+		// batch's own files create their parents.
+		sameDir := fi.Type == protocol.Dir && !fi.Deleted && lerr == nil && st.IsDir()
+		if !sameDir && !diskMatches(&j.local, j.have, st, lerr == nil) {
+			j.abort()
+			return fmt.Errorf("%s changed on disk", fi.Path)
+		}
 	}
 	if j.metaOnly {
 		if err := f.applyMeta(fi); err != nil {
@@ -1152,6 +1182,7 @@ func (f *Folder) commit(j *job) error {
 		}
 	}
 	var err error
+	var placed fs.FileInfo // the file as its commit left it, if known
 	switch {
 	case fi.Deleted:
 		err = f.fs.Remove(fi.Path)
@@ -1178,14 +1209,17 @@ func (f *Folder) commit(j *job) error {
 				break
 			}
 		}
-		err = j.temp.Commit()
+		if err = j.temp.Commit(); errors.Is(err, fs.ErrExist) {
+			err = fmt.Errorf("%s changed on disk: %w", fi.Path, err)
+		}
+		placed = j.temp.Placed()
 		j.temp = nil
 	}
 	if err != nil {
 		return err
 	}
-	var after fs.FileInfo
-	if !fi.Deleted {
+	after := placed
+	if !fi.Deleted && after == nil {
 		if after, err = j.dirs.Lstat(fi.Path); err != nil {
 			return err
 		}
