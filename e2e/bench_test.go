@@ -358,6 +358,7 @@ func benchInitialSync(tb testing.TB, sc benchScale, many bool) figures {
 	m.add("MB/s", mb/took.Seconds())
 	m.add("s", took.Seconds())
 	m.add("data_s", arrived.last().Sub(start).Seconds())
+	m.add("first_file_s", arrived.firstAt().Sub(start).Seconds())
 	m.add("scan_s", scan.Seconds())
 	m.add("cpu_ms/MB", millis(cpu)/mb)
 	rawMBs := float64(raw.bytes) / 1e6 / raw.elapsed.Seconds()
@@ -1415,6 +1416,7 @@ type arrivals struct {
 
 	mu     sync.Mutex
 	seen   map[string]bool
+	first  time.Time // the first arrival
 	at     time.Time // the latest arrival
 	errMsg string
 }
@@ -1492,6 +1494,9 @@ func (a *arrivals) record(p string) {
 	if !a.seen[p] {
 		a.seen[p] = true
 		a.at = time.Now()
+		if a.first.IsZero() {
+			a.first = a.at
+		}
 	}
 	a.mu.Unlock()
 }
@@ -1514,4 +1519,10 @@ func (a *arrivals) last() time.Time {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.at
+}
+
+func (a *arrivals) firstAt() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.first
 }
