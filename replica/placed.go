@@ -72,17 +72,16 @@ func (f *Folder) notePlaced(rel string, after fs.FileInfo) {
 func (f *Folder) forgetPlaced() { clear(f.placed) }
 
 // dropPlaced removes from paths (and complete, nil or parallel to it) the
-// files the puller put in place that are still exactly as it left them;
-// each remembered path is checked once. scanMu must be held.
+// files the puller put in place that are still exactly as it left them,
+// each remembered path checked once, and the names under which the watcher
+// reported the puller's unnamed files while they were written
+// (vfs.Folder.IsUnnamed). scanMu must be held.
 func (f *Folder) dropPlaced(paths []string, complete []bool) ([]string, []bool) {
-	if len(f.placed) == 0 {
-		return paths, complete
-	}
 	var keptPaths []string
 	var keptComplete []bool
 	dropped := 0
 	for i, p := range paths {
-		if f.unchangedPlaced(p) {
+		if f.fs.IsUnnamed(p) || f.unchangedPlaced(p) {
 			if dropped == 0 {
 				// Copy on the first drop: the caller's slices stay intact.
 				keptPaths = append(make([]string, 0, len(paths)), paths[:i]...)

@@ -2,10 +2,12 @@ package replica
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -155,5 +157,31 @@ func TestDropPlacedKeepsCompleteParallel(t *testing.T) {
 	// Nothing remembered: the same slices come back.
 	if p, c := f.dropPlaced(paths, nil); len(p) != 4 || c != nil {
 		t.Errorf("dropPlaced with nothing remembered = %q %v", p, c)
+	}
+}
+
+// The watcher reports the puller's unnamed files under the kernel's names
+// for them ("#<inode>", vfs.Folder.IsUnnamed): those reports are dropped,
+// a real file's are not.
+func TestDropPlacedUnnamedReports(t *testing.T) {
+	n := newTestNode(t, "n", 1, nil)
+	f := n.engine
+	ds := f.fs.Dirs(0o755)
+	defer ds.Close()
+	tmp, err := ds.CreateNew("d/new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmp.Abort()
+	fi, err := tmp.File().Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unnamed := fmt.Sprintf("d/#%d", fi.Sys().(*syscall.Stat_t).Ino)
+	f.scanMu.Lock()
+	defer f.scanMu.Unlock()
+	got, _ := f.dropPlaced([]string{"d/#1", unnamed, "d/real", "#"}, nil)
+	if want := []string{"d/#1", "d/real", "#"}; !slices.Equal(got, want) {
+		t.Errorf("dropPlaced = %q, want %q", got, want)
 	}
 }

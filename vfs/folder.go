@@ -33,6 +33,7 @@ type Folder struct {
 	// noUnnamed is set once the filesystem refused an unnamed file
 	// (O_TMPFILE): CreateNew then names its files.
 	noUnnamed atomic.Bool
+	unnamed   inoRing // the latest unnamed files' inode numbers
 }
 
 // Open opens the folder at dir. The folder keeps referring to the same

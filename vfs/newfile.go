@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -57,6 +58,10 @@ func (d *Dir) CreateNew(name string) (*Temp, error) {
 			fd, err := unix.Openat(d.fd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 			runtime.KeepAlive(d.file)
 			if err == nil {
+				var st unix.Stat_t
+				if unix.Fstat(fd, &st) == nil {
+					d.folder.unnamed.add(st.Ino)
+				}
 				file := os.NewFile(uintptr(fd), join(d.rel, name))
 				return &Temp{dir: d, file: file, name: name, rel: join(d.rel, name), unnamed: true, noReplace: true}, nil
 			}
@@ -142,4 +147,63 @@ func futimens(fd int, ts *[2]unix.Timespec) error {
 		return e
 	}
 	return nil
+}
+
+// The kernel names an unnamed file "#<inode number>" in the events that
+// a watch on its directory reports (writes, metadata changes). inoRing
+// remembers the inode numbers of a folder's latest unnamed files, so that
+// those reports are told from a real file of that name without a look at
+// the disk (Folder.IsUnnamed).
+type inoRing struct {
+	mu   sync.Mutex
+	set  map[uint64]struct{}
+	ring []uint64 // the latest inoRingSize numbers, oldest at next
+	next int
+}
+
+// inoRingSize is how many unnamed files are remembered: more than a batch
+// holds, so that the reports of a batch's files, which arrive up to a few
+// seconds after them, still find theirs.
+const inoRingSize = 1 << 16
+
+func (r *inoRing) add(ino uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.set == nil {
+		r.set = make(map[uint64]struct{})
+		r.ring = make([]uint64, 0, inoRingSize)
+	}
+	if _, ok := r.set[ino]; ok {
+		return
+	}
+	if len(r.ring) < inoRingSize {
+		r.ring = append(r.ring, ino)
+	} else {
+		delete(r.set, r.ring[r.next])
+		r.ring[r.next] = ino
+		r.next = (r.next + 1) % inoRingSize
+	}
+	r.set[ino] = struct{}{}
+}
+
+func (r *inoRing) has(ino uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.set[ino]
+	return ok
+}
+
+// IsUnnamed reports whether rel is the name under which a watch reports
+// one of the folder's latest unnamed files ("#<inode>", see inoRing), and
+// not a file a watcher should look at. A real file that happens to have
+// such a name while an unnamed file has that inode number is missed by
+// the watcher until the next scan: a name of this form is the kernel's,
+// and a clash needs both at once.
+func (f *Folder) IsUnnamed(rel string) bool {
+	base := rel[strings.LastIndexByte(rel, '/')+1:]
+	if len(base) < 2 || base[0] != '#' || base[1] < '0' || base[1] > '9' {
+		return false
+	}
+	ino, err := strconv.ParseUint(base[1:], 10, 64)
+	return err == nil && f.unnamed.has(ino)
 }

@@ -197,3 +197,53 @@ func TestCreateNewBudget(t *testing.T) {
 		t.Fatalf("count moved from %d to %d", unnamedBudget(), n)
 	}
 }
+
+// An unnamed file's kernel name ("#<inode>") is recognised; other names
+// of that form, and names merely like it, are not.
+func TestIsUnnamed(t *testing.T) {
+	f, _ := open(t)
+	tmp, err := f.Dirs(0o755).CreateNew("d/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmp.Abort()
+	if !tmp.unnamed {
+		t.Skip("this filesystem has no O_TMPFILE: no unnamed files to recognise") // printed with -v
+	}
+	fi, err := tmp.File().Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := fi.Sys().(*syscall.Stat_t).Ino
+	for rel, want := range map[string]bool{
+		fmt.Sprintf("d/#%d", ino):   true,
+		fmt.Sprintf("#%d", ino):     true, // the directory is not part of it
+		fmt.Sprintf("d/#%d", ino+1): false,
+		fmt.Sprintf("d/#%dx", ino):  false,
+		fmt.Sprintf("d/#+%d", ino):  false,
+		fmt.Sprintf("d/%d", ino):    false,
+		"#": false, "d/#": false, "": false,
+	} {
+		if got := f.IsUnnamed(rel); got != want {
+			t.Errorf("IsUnnamed(%q) = %v, want %v", rel, got, want)
+		}
+	}
+}
+
+func TestInoRingForgetsOldest(t *testing.T) {
+	var r inoRing
+	for i := range uint64(inoRingSize + 10) {
+		r.add(i)
+	}
+	for _, c := range []struct {
+		ino  uint64
+		want bool
+	}{{0, false}, {9, false}, {10, true}, {inoRingSize + 9, true}, {inoRingSize + 10, false}} {
+		if got := r.has(c.ino); got != c.want {
+			t.Errorf("has(%d) = %v, want %v", c.ino, got, c.want)
+		}
+	}
+	if len(r.set) != inoRingSize {
+		t.Errorf("%d numbers remembered, want %d", len(r.set), inoRingSize)
+	}
+}
