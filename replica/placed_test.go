@@ -168,7 +168,7 @@ func TestDropPlacedUnnamedReports(t *testing.T) {
 	f := n.engine
 	ds := f.fs.Dirs(0o755)
 	defer ds.Close()
-	tmp, err := ds.CreateNew("d/new")
+	tmp, err := ds.CreateNew("d/new", 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}

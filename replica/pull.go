@@ -792,16 +792,16 @@ func (f *Folder) fetchBatched(ctx context.Context, jobs []*job, done func(*job, 
 
 // createTemp starts writing j's file: a new file unnamed when the batch
 // is flushed with syncfs (j.fresh), otherwise under a temp name.
-func createTemp(j *job) (*vfs.Temp, error) {
+func (f *Folder) createTemp(j *job) (*vfs.Temp, error) {
 	if j.fresh {
-		return j.dirs.CreateNew(j.it.info.Path)
+		return j.dirs.CreateNew(j.it.info.Path, f.meta(&j.it.info).Mode)
 	}
 	return j.dirs.Create(j.it.info.Path)
 }
 
 // writeWhole writes the content of j's file under a temp name.
 func (f *Folder) writeWhole(j *job, data []byte) (*vfs.Temp, error) {
-	temp, err := createTemp(j)
+	temp, err := f.createTemp(j)
 	if err != nil {
 		return nil, err
 	}
@@ -820,7 +820,7 @@ func (f *Folder) writeWhole(j *job, data []byte) (*vfs.Temp, error) {
 func (f *Folder) assemble(ctx context.Context, j *job, batchSlots chan struct{}) (*vfs.Temp, error) {
 	fi := &j.it.info
 	steps := f.steps(j)
-	temp, err := createTemp(j)
+	temp, err := f.createTemp(j)
 	if err != nil {
 		return nil, err
 	}

@@ -100,7 +100,7 @@ func BenchmarkCreateNew(b *testing.B) {
 				if name == "create-rename" {
 					t, err = ds.Create(rel)
 				} else {
-					t, err = ds.CreateNew(rel)
+					t, err = ds.CreateNew(rel, meta.Mode)
 				}
 				if err != nil {
 					b.Fatal(err)

@@ -212,6 +212,9 @@ type Temp struct {
 	// Commit links in. noReplace: Commit refuses to replace anything.
 	unnamed, noReplace bool
 	placed             fs.FileInfo // the file as Commit left it, if known
+	// perm is the mode the file was made with, if it is known to be
+	// exactly that: Seal changes it only if it must. Zero: unknown.
+	perm fs.FileMode
 }
 
 // Create starts writing rel: it creates the parent directories if needed
@@ -355,8 +358,10 @@ func (t *Temp) release() {
 
 // apply sets the open file's mode, owner and mtime, the mtime last.
 func (t *Temp) apply(meta Meta) error {
-	if err := t.file.Chmod(meta.Mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)); err != nil {
-		return err
+	if mode := meta.Mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky); mode != t.perm || mode == 0 {
+		if err := t.file.Chmod(mode); err != nil {
+			return err
+		}
 	}
 	if meta.Chown && !t.ownedBy(meta.UID, meta.GID) {
 		if err := t.file.Chown(meta.UID, meta.GID); err != nil {

@@ -48,14 +48,21 @@ var noEmptyPathLink atomic.Bool
 
 // CreateNew is Create for a file that must not exist yet: Commit fails
 // with an error matching fs.ErrExist when anything has the name by then,
-// so no check right before it is needed. See above for how.
-func (d *Dir) CreateNew(name string) (*Temp, error) {
+// so no check right before it is needed. See above for how. perm is the
+// mode Seal will give it: an unnamed file is made with it when the umask
+// keeps it whole, which spares Seal a chmod(2) (nobody can open a file
+// that has no name, so it need not start private).
+func (d *Dir) CreateNew(name string, perm fs.FileMode) (*Temp, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
 	if !d.folder.noUnnamed.Load() {
 		if unnamedOpen.Add(1) <= unnamedBudget() {
-			fd, err := unix.Openat(d.fd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+			made := fs.FileMode(0o600)
+			if mask, ok := umask(); ok && perm&^fs.ModePerm == 0 && perm&mask == 0 {
+				made = perm
+			}
+			fd, err := unix.Openat(d.fd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, uint32(made))
 			runtime.KeepAlive(d.file)
 			if err == nil {
 				var st unix.Stat_t
@@ -63,7 +70,7 @@ func (d *Dir) CreateNew(name string) (*Temp, error) {
 					d.folder.unnamed.add(st.Ino)
 				}
 				file := os.NewFile(uintptr(fd), join(d.rel, name))
-				return &Temp{dir: d, file: file, name: name, rel: join(d.rel, name), unnamed: true, noReplace: true}, nil
+				return &Temp{dir: d, file: file, name: name, rel: join(d.rel, name), unnamed: true, noReplace: true, perm: made}, nil
 			}
 			unnamedOpen.Add(-1)
 			// A filesystem or kernel without O_TMPFILE says so in one of
@@ -85,13 +92,31 @@ func (d *Dir) CreateNew(name string) (*Temp, error) {
 
 // CreateNew starts writing rel, which must not exist yet, in its
 // directory, made if missing (see Dir.CreateNew).
-func (ds *Dirs) CreateNew(rel string) (*Temp, error) {
+func (ds *Dirs) CreateNew(rel string, perm fs.FileMode) (*Temp, error) {
 	d, name, err := ds.Parent(rel, true)
 	if err != nil {
 		return nil, err
 	}
-	return d.CreateNew(name)
+	return d.CreateNew(name, perm)
 }
+
+// umask returns the process's file mode creation mask, read once from
+// /proc/self/status (umask(2) can only be read by setting it, which would
+// race with files being created meanwhile); ok is false where it cannot
+// be read.
+var umask = sync.OnceValues(func() (fs.FileMode, bool) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, found := strings.CutPrefix(line, "Umask:"); found {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return fs.FileMode(m), err == nil
+		}
+	}
+	return 0, false
+})
 
 // commitNew puts a temp file of CreateNew at its name, failing with
 // fs.ErrExist if the name is taken. An unnamed file's lstat after the link

@@ -39,7 +39,7 @@ func TestCreateNewCommit(t *testing.T) {
 	newFileModes(t, func(t *testing.T, f *Folder, dir string, wantUnnamed bool) {
 		ds := f.Dirs(0o755)
 		defer ds.Close()
-		tmp, err := ds.CreateNew("a/b/c.txt")
+		tmp, err := ds.CreateNew("a/b/c.txt", 0o640)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,7 +101,7 @@ func TestCreateNewRefusesTakenName(t *testing.T) {
 	for _, kind := range []string{"file", "dir", "symlink"} {
 		t.Run(kind, func(t *testing.T) {
 			newFileModes(t, func(t *testing.T, f *Folder, dir string, _ bool) {
-				tmp, err := f.Dirs(0o755).CreateNew("x")
+				tmp, err := f.Dirs(0o755).CreateNew("x", 0o644)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -149,7 +149,7 @@ func TestCreateNewAbort(t *testing.T) {
 		ds := f.Dirs(0o755)
 		defer ds.Close()
 		for i, sealed := range []bool{false, true} {
-			tmp, err := ds.CreateNew(fmt.Sprintf("f%d", i))
+			tmp, err := ds.CreateNew(fmt.Sprintf("f%d", i), 0o644)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -177,7 +177,7 @@ func TestCreateNewBudget(t *testing.T) {
 	was := unnamedOpen.Load()
 	unnamedOpen.Store(unnamedBudget())
 	defer unnamedOpen.Store(was)
-	tmp, err := ds.CreateNew("x")
+	tmp, err := ds.CreateNew("x", 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestCreateNewBudget(t *testing.T) {
 // of that form, and names merely like it, are not.
 func TestIsUnnamed(t *testing.T) {
 	f, _ := open(t)
-	tmp, err := f.Dirs(0o755).CreateNew("d/x")
+	tmp, err := f.Dirs(0o755).CreateNew("d/x", 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestIsUnnamed(t *testing.T) {
 		fmt.Sprintf("d/#%dx", ino):  false,
 		fmt.Sprintf("d/#+%d", ino):  false,
 		fmt.Sprintf("d/%d", ino):    false,
-		"#": false, "d/#": false, "": false,
+		"#":                         false, "d/#": false, "": false,
 	} {
 		if got := f.IsUnnamed(rel); got != want {
 			t.Errorf("IsUnnamed(%q) = %v, want %v", rel, got, want)
@@ -245,5 +245,44 @@ func TestInoRingForgetsOldest(t *testing.T) {
 	}
 	if len(r.set) != inoRingSize {
 		t.Errorf("%d numbers remembered, want %d", len(r.set), inoRingSize)
+	}
+}
+
+// A new file ends with the mode Seal gives it, whether it was made with
+// it (the umask keeps it whole) or changed to it.
+func TestCreateNewMode(t *testing.T) {
+	f, dir := open(t)
+	ds := f.Dirs(0o755)
+	defer ds.Close()
+	for i, perm := range []fs.FileMode{0o644, 0o640, 0o600, 0o755, 0o777, 0o666, 0o400, 0o000, 0o755 | fs.ModeSetgid, 0o4755&^0o4000 | fs.ModeSetuid} {
+		rel := fmt.Sprintf("f%d", i)
+		tmp, err := ds.CreateNew(rel, perm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tmp.Seal(Meta{Mode: perm}, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := tmp.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(filepath.Join(dir, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid); got != perm {
+			t.Errorf("made with %v: mode %v", perm, got)
+		}
+	}
+}
+
+func TestUmask(t *testing.T) {
+	mask, ok := umask()
+	if !ok {
+		t.Fatal("umask unreadable from /proc/self/status")
+	}
+	old := syscall.Umask(int(mask))
+	if fs.FileMode(old) != mask {
+		t.Errorf("umask() = %o, the process has %o", mask, old)
 	}
 }
