@@ -160,6 +160,7 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		Settle:         fc.Settle,
 		RescanInterval: rescanInterval(fc.Rescan),
 		Ignore:         skip,
+		Unnamed:        fs.IsUnnamed,
 		Logger:         log,
 	})
 	if err != nil {

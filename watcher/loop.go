@@ -256,6 +256,11 @@ func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
 	if ownName(rel) {
 		return
 	}
+	// An unnamed file only ever has writes and attribute changes; a
+	// creation, removal or rename under such a name is a real file's.
+	if l.w.opts.Unnamed != nil && !ev.Has(fsnotify.Create) && !ev.Has(fsnotify.Remove) && !ev.Has(fsnotify.Rename) && l.w.opts.Unnamed(rel) {
+		return
+	}
 	wasDir := l.dirs.has(rel)
 	closes := l.src != nil && l.src.Closes()
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {

@@ -292,6 +292,33 @@ func TestRunIgnoresFilteredAndOwnNames(t *testing.T) {
 	})
 }
 
+// The writes and attribute changes of lockstep's own unnamed files come
+// under the kernel's name for them and are dropped; a real file reported
+// under such a name by its creation is not.
+func TestRunDropsUnnamedFiles(t *testing.T) {
+	root := t.TempDir()
+	mkdirs(t, root, "sub")
+	synctest.Test(t, func(t *testing.T) {
+		unnamed := func(rel string) bool { return strings.HasSuffix(rel, "#42") }
+		sources := &fakeSources{}
+		r := started(t, root, Options{Unnamed: unnamed}, sources)
+		defer r.stop(t)
+		r.send(t, fsnotify.Write, "sub/#42")
+		r.send(t, fsnotify.Chmod, "sub/#42")
+		r.send(t, fsnotify.Write, "sub/page.html")
+		b, _ := recv(t, r.out)
+		if !slices.Equal(b.Paths, []string{"sub/page.html"}) {
+			t.Fatalf("batch %+v, want only sub/page.html", b)
+		}
+		writeFile(t, root, "#42")
+		r.send(t, fsnotify.Create, "#42")
+		b, _ = recv(t, r.out)
+		if !slices.Equal(b.Paths, []string{"#42"}) {
+			t.Fatalf("batch %+v, want the real file #42", b)
+		}
+	})
+}
+
 func TestRunOverflowRescansAndRebuildsWatches(t *testing.T) {
 	root := t.TempDir()
 	mkdirs(t, root, "a")

@@ -47,6 +47,11 @@ type Options struct {
 	// is called from Run's goroutine only. Nil ignores nothing but
 	// lockstep's own names, which are always ignored.
 	Ignore func(rel string, isDir bool) bool
+	// Unnamed reports whether a path is the name under which the kernel
+	// reports a file being written with no name yet (O_TMPFILE: "#<inode>")
+	// by lockstep itself; the writes and attribute changes reported under
+	// it are dropped at once. Called from Run's goroutine only. Nil: none.
+	Unnamed func(rel string) bool
 	// Logger receives state changes (watching, polling, overflows). Pass
 	// one that already carries the folder id. Nil discards.
 	Logger *slog.Logger
