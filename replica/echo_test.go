@@ -119,3 +119,36 @@ func TestNoEchoToTheSender(t *testing.T) {
 	}
 	cut()
 }
+
+// TestEchoHeldBackFromSenderOnly: in a chain a — b — c, what b applies from
+// a is announced to c (c has no other way to get it) and not back to a;
+// c's confirmation then lets a's version count as held by all three.
+func TestEchoHeldBackFromSenderOnly(t *testing.T) {
+	a := newTestNode(t, "a", 0xa, []Peer{{Name: "b", ID: 0xb}})
+	b := newTestNode(t, "b", 0xb, []Peer{{Name: "a", ID: 0xa}, {Name: "c", ID: 0xc}})
+	c := newTestNode(t, "c", 0xc, []Peer{{Name: "b", ID: 0xb}})
+	ctx := runEngines(t, a, b, c)
+	defer link(t, ctx, a, b)()
+	defer link(t, ctx, b, c)()
+	for i := range 5 {
+		a.write(fmt.Sprintf("f%d", i), randomBytes(uint64(i), 2000))
+	}
+	for i := range 5 {
+		eventually(t, "a's files on c, through b", hasContent(c, fmt.Sprintf("f%d", i), randomBytes(uint64(i), 2000)))
+	}
+	eventually(t, "c confirms b's log", func() bool {
+		info, _ := b.ix.Info("docroot")
+		pr, err := b.ix.Progress("docroot", conflict.NodeID(c.id))
+		return err == nil && info.Sequence > 0 && pr.Confirmed == info.Sequence
+	})
+	// b announced a's 5 files to c alone, and c announced nothing back.
+	b.mu.Lock()
+	nb := b.announced
+	b.mu.Unlock()
+	c.mu.Lock()
+	nc := c.announced
+	c.mu.Unlock()
+	if nb != 5 || nc != 0 {
+		t.Fatalf("b announced %d entries (want 5, to c), c %d (want none)", nb, nc)
+	}
+}
