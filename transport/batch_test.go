@@ -189,7 +189,12 @@ func TestRequestChunksMisbehavingPeer(t *testing.T) {
 			}
 			w := protocol.NewWriter(s)
 			for _, m := range tt.answer(r) {
-				mustf(t, w.WriteMessage(m), "answer")
+				// a may close the connection while the bad answer is still
+				// being written: what counts is what a made of it.
+				if err := w.WriteMessage(m); err != nil {
+					t.Logf("answer: %v", err)
+					break
+				}
 			}
 			got := <-done
 			if !errors.Is(got.err, tt.want) || got.res != nil {
