@@ -9,5 +9,11 @@
 //	LOCKSTEP_E2E_BINARY=PATH   use a binary built elsewhere instead of building
 //	                           one (to compare two builds in one session)
 //	LOCKSTEP_BENCH_SCALE=small shrink the end-to-end benchmarks
+//	LOCKSTEP_BENCH_RSYNC=off   leave rsync out (comparing two builds)
+//	LOCKSTEP_BENCH_PROFILE=DIR CPU profiles of the daemons during transfers
 //	LOCKSTEP_QUORUM_SAMPLES=N  writes timed by the quorum wait benchmark
+//
+// The initial-sync benchmarks also time a raw quic-go transfer between two
+// processes of package transport's test binary, which they build
+// (transport/rawproc_test.go).
 package e2e
