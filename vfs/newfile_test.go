@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -89,6 +91,7 @@ func TestCreateNewCommit(t *testing.T) {
 		if err := tmp.Abort(); err != nil {
 			t.Fatalf("Abort after Commit: %v", err)
 		}
+		t.Logf("euid %d: unnamed files linked by their /proc path: %v", os.Geteuid(), noEmptyPathLink.Load())
 		if _, err := os.Stat(filepath.Join(dir, "a/b/c.txt")); err != nil {
 			t.Fatalf("Abort after Commit removed the file: %v", err)
 		}
@@ -284,5 +287,58 @@ func TestUmask(t *testing.T) {
 	old := syscall.Umask(int(mask))
 	if fs.FileMode(old) != mask {
 		t.Errorf("umask() = %o, the process has %o", mask, old)
+	}
+}
+
+// TestCreateNewUnprivileged runs the CreateNew tests as an unprivileged
+// user (nobody) when the tests run as root: without CAP_DAC_READ_SEARCH the
+// kernel may refuse linkat(2) with an empty path, and unnamed files are
+// then linked by their /proc/self/fd name.
+func TestCreateNewUnprivileged(t *testing.T) {
+	if os.Getenv("LOCKSTEP_VFS_UNPRIVILEGED") != "" || os.Geteuid() != 0 {
+		t.Skip("already unprivileged: the other CreateNew tests cover it") // printed with -v
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// t.TempDir makes a private directory above dir: open both to nobody.
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	// The test binary must be reachable by nobody.
+	bin := filepath.Join(dir, "vfs.test")
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p := dir; p != "/"; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			t.Skipf("%s is not searchable by other users: cannot run as nobody", p) // printed with -v
+		}
+	}
+	cmd := exec.Command(bin, "-test.run", "^(TestCreateNew(Commit|RefusesTakenName|Abort|Mode)|TestIsUnnamed)$", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TMPDIR="+dir, "LOCKSTEP_VFS_UNPRIVILEGED=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("as nobody: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestCreateNewCommit") {
+		t.Fatalf("as nobody, TestCreateNewCommit did not pass:\n%s", out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "linked by their /proc path") {
+			t.Log(strings.TrimSpace(line))
+			break
+		}
 	}
 }
