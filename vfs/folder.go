@@ -312,7 +312,11 @@ func (t *Temp) Commit() error {
 	case err != nil:
 	case t.noReplace:
 		if err = t.commitNew(); err != nil {
-			err = &fs.PathError{Op: "link", Path: t.rel, Err: err}
+			op := "rename"
+			if t.unnamed {
+				op = "link"
+			}
+			err = &fs.PathError{Op: op, Path: t.rel, Err: err}
 		}
 	default:
 		// rename(2) refuses to put a file over a directory (EISDIR).
