@@ -290,6 +290,9 @@ func benchPropagation(tb testing.TB, sc benchScale) figures {
 			}
 		}
 		tick.Stop()
+		if os.Getenv("LOCKSTEP_BENCH_SLOW") != "" && last > 20*time.Millisecond {
+			tb.Logf("slow %s: %v at %s", name, last, t0.Format("15:04:05.000000"))
+		}
 		switch {
 		case i < warmup:
 		case isAged:

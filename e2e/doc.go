@@ -11,6 +11,7 @@
 //	LOCKSTEP_BENCH_SCALE=small shrink the end-to-end benchmarks
 //	LOCKSTEP_BENCH_RSYNC=off   leave rsync out (comparing two builds)
 //	LOCKSTEP_BENCH_PROFILE=DIR CPU profiles of the daemons during transfers
+//	LOCKSTEP_BENCH_SLOW=1      log each propagation sample over 20 ms, with its time
 //	LOCKSTEP_QUORUM_SAMPLES=N  writes timed by the quorum wait benchmark
 //
 // The initial-sync benchmarks also time a raw quic-go transfer between two

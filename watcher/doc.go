@@ -25,13 +25,19 @@
 //
 //   - after a write (IN_MODIFY), the settle time (default 50ms): more
 //     writes may follow, and each one restarts the wait;
-//   - after a non-empty file appears (created, or renamed into place as
-//     atomic writers, uploads and rsync do), a removal, a rename away or a
-//     change of attributes, the prompt time (default settle/5 = 10ms):
-//     none of these leaves a half-written file behind, and a write that
-//     follows puts the path back on the settle clock. An empty new file is
-//     most likely open in a writer that has not written yet, so it waits
-//     the full settle time.
+//   - after a non-empty file appears (created), a removal, a rename away
+//     or a change of attributes, the prompt time (default settle/10, but
+//     more than the timestamp tick: 5ms): none of these leaves a
+//     half-written file behind, and a write that follows puts the path
+//     back on the settle clock. An empty new file is most likely open in a
+//     writer that has not written yet, so it waits the full settle time;
+//   - after a regular file is renamed into place (atomic writers, uploads,
+//     rsync), 1ms, or until a timestamp tick has passed since its ctime
+//     if that is later (on Linux, where its writer is known to be done;
+//     a rename is a touch elsewhere): it was finished elsewhere, and by
+//     then Writing can tell that every event up to its ctime was read, so
+//     the scanner reads it at once. An attribute change right after (PHP's
+//     chmod after move_uploaded_file) keeps that short wait.
 //
 // Events below a directory that is itself pending (a new directory still
 // being filled, as by tar or cp -r) move that directory's deadline instead
@@ -49,9 +55,10 @@
 // so on Linux the watcher reads inotify itself (source_linux.go):
 //
 //   - a name renamed into place (IN_MOVED_TO) or a file closed after
-//     writing (IN_CLOSE_WRITE) is finished: reported after the prompt
-//     time whatever writes came before, and tagged in Batch.Complete, so
-//     the scanner may record it though its mtime is fresh;
+//     writing (IN_CLOSE_WRITE) is finished: reported after the short wait
+//     above or the prompt time whatever writes came before, and tagged in
+//     Batch.Complete, so the scanner may record it though its mtime is
+//     fresh;
 //   - a file created (with one link) or written, and not closed since, is
 //     open: held until its close, for at most max(2s, 40×settle) from its
 //     opening, then reported as it is. An empty file found in a directory

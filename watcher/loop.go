@@ -304,7 +304,13 @@ func (l *loop) created(ctx context.Context, rel string, moved, closes bool, now 
 		if l.ignored(rel, false) {
 			return
 		}
-		l.add(rel, createdKind(fi, err, moved, closes), now)
+		k := createdKind(fi, err, moved, closes)
+		l.add(rel, k, now)
+		if k == placed {
+			if w := placedWait(ctimeOf(fi), now, l.s.prompt); w > placedQuiet {
+				l.s.NotBefore(rel, now.Add(w))
+			}
+		}
 		return
 	}
 	if l.ignored(rel, true) || l.src == nil {
@@ -330,12 +336,28 @@ func (l *loop) created(ctx context.Context, rel string, moved, closes bool, now 
 	l.add(rel, touched, now)
 }
 
+// placedWait is how long a file renamed into place at now, with ctime
+// ctime, waits before it is reported: until Writing can tell that every
+// event up to that ctime has been read (a timestamp tick past it), so that
+// the scanner reads the file at once rather than retrying it. A ctime that
+// would ask for more than the prompt time (clocks disagree) is ignored.
+func placedWait(ctime, now time.Time, prompt time.Duration) time.Duration {
+	if ctime.IsZero() {
+		return 0
+	}
+	w := ctime.Add(timeTick + 200*time.Microsecond).Sub(now)
+	if w > prompt {
+		return 0
+	}
+	return w
+}
+
 // createdKind decides how a new non-directory name settles, from its
 // lstat (fi, err), whether it was renamed into place (moved: only a source
 // that closes tells) and whether the source reports closes.
 //
 //   - Renamed into place: its writer finished it elsewhere (atomic
-//     writers, uploads, rsync): finished.
+//     writers, uploads, rsync): placed.
 //   - Created, with closes reported: a regular file with one link was
 //     opened by a writer, whose close will be seen: opened, held until
 //     then. A second link to an existing file (ln) has no writer.
@@ -351,7 +373,7 @@ func createdKind(fi os.FileInfo, err error, moved, closes bool) kind {
 		return touched
 	}
 	if moved {
-		return finished
+		return placed
 	}
 	if closes {
 		if links(fi) > 1 {

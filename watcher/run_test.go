@@ -747,7 +747,7 @@ func TestWatchLimitErrorText(t *testing.T) {
 }
 
 // TestRunClosesTimeline: with a source that reports renames and closes, a
-// file renamed into place is reported after the prompt time, complete; a
+// file renamed into place is reported after placedQuiet, complete; a
 // file created and left open is held (Writing says so) until its close,
 // then reported after the prompt time, complete; one never closed is
 // reported as it is after the hold time.
@@ -766,8 +766,8 @@ func TestRunClosesTimeline(t *testing.T) {
 
 		r.send(t, fsnotify.Create|opMoved, "moved.html")
 		b, took := recv(t, r.out)
-		if !slices.Equal(b.Paths, []string{"moved.html"}) || !slices.Equal(b.Complete, []bool{true}) || took != prompt {
-			t.Fatalf("rename into place: %+v after %v, want [moved.html] complete after %v", b, took, prompt)
+		if !slices.Equal(b.Paths, []string{"moved.html"}) || !slices.Equal(b.Complete, []bool{true}) || took != placedQuiet {
+			t.Fatalf("rename into place: %+v after %v, want [moved.html] complete after %v", b, took, placedQuiet)
 		}
 
 		r.send(t, fsnotify.Create, "upload.bin")

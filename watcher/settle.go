@@ -23,22 +23,33 @@ const (
 	// be seen (the source reports IN_CLOSE_WRITE). Like written, and the
 	// path is held, up to the hold time, until that close arrives.
 	opened
-	// finished: the writer is done with the file: it was renamed into
-	// place (IN_MOVED_TO) or closed after writing (IN_CLOSE_WRITE). The
-	// path is reported after the prompt time, whatever writes came before,
-	// and tagged complete.
+	// finished: the writer is done with the file: it was closed after
+	// writing (IN_CLOSE_WRITE). The path is reported after the prompt
+	// time, whatever writes came before, and tagged complete.
 	finished
+	// placed: a regular file was renamed into place (IN_MOVED_TO), as
+	// atomic writers, uploads and rsync do: it was finished elsewhere.
+	// Like finished, but reported after only placedQuiet: what follows such
+	// a rename in the same process (PHP's chmod after move_uploaded_file)
+	// comes within microseconds, and a complete path needs no timestamp
+	// tick to pass before it is read (the scanner does not ask Writing).
+	placed
 	// gone: the path was removed or renamed away. Prompt, and whatever was
 	// known of a writer no longer applies.
 	gone
 )
+
+// placedQuiet is how long a file renamed into place must stay quiet before
+// it is reported (at most the prompt time).
+const placedQuiet = time.Millisecond
 
 // pathState is what the settler knows of one pending path.
 type pathState struct {
 	quiet    time.Time // the path has been quiet long enough for its last event's kind
 	open     bool      // a writer has it open: created or written, not closed since
 	openedAt time.Time // when open last became true
-	complete bool      // the last content event was a finished
+	complete bool      // the last content event was a finished or placed
+	placed   bool      // complete by a rename into place: attribute changes wait only placedQuiet
 }
 
 // next is the pure transition of a path's state on an event of kind k at
@@ -52,19 +63,27 @@ func (st pathState) next(k kind, now time.Time, settle, prompt time.Duration) pa
 	}
 	switch k {
 	case written:
-		st.quiet, st.complete = later(settle), false
+		st.quiet, st.complete, st.placed = later(settle), false, false
 	case opened:
-		st.quiet, st.complete = later(settle), false
+		st.quiet, st.complete, st.placed = later(settle), false, false
 		if !st.open {
 			st.open, st.openedAt = true, now
 		}
-	case finished:
+	case finished, placed:
 		// Earlier writes no longer matter: their writer is done.
-		st.quiet, st.open, st.complete = now.Add(prompt), false, true
+		d := prompt
+		if k == placed {
+			d = min(prompt, placedQuiet)
+		}
+		st.quiet, st.open, st.complete, st.placed = now.Add(d), false, true, k == placed
 	case gone:
-		st.quiet, st.open, st.complete = later(prompt), false, false
+		st.quiet, st.open, st.complete, st.placed = later(prompt), false, false, false
 	default: // touched
-		st.quiet = later(prompt)
+		if st.placed {
+			st.quiet = later(min(prompt, placedQuiet))
+		} else {
+			st.quiet = later(prompt)
+		}
 	}
 	return st
 }
@@ -171,8 +190,11 @@ func holdTime(settle time.Duration) time.Duration {
 }
 
 func (s *settler) delay(k kind) time.Duration {
-	if k == written || k == opened {
+	switch k {
+	case written, opened:
 		return s.settle
+	case placed:
+		return min(s.prompt, placedQuiet)
 	}
 	return s.prompt
 }
@@ -246,6 +268,18 @@ func (s *settler) reschedule(e *entry) {
 		e.deadline = d
 		heap.Fix(&s.waiting, e.index)
 	}
+}
+
+// NotBefore keeps a pending path from being reported before t (its quiet
+// time moves, as if an event had asked for that delay). A path not pending
+// on its own is left alone.
+func (s *settler) NotBefore(path string, t time.Time) {
+	e := s.entries[path]
+	if e == nil || !t.After(e.st.quiet) {
+		return
+	}
+	e.st.quiet = t
+	s.reschedule(e)
 }
 
 // Rescan asks for the whole folder to be scanned. Every pending path is

@@ -485,7 +485,12 @@ func TestPathStateTable(t *testing.T) {
 		{"opened again: held from the first", []ev{{0, opened}, {1500, opened}}, 2000, true, false},
 		{"opened, then quiet past the hold: due when quiet", []ev{{0, opened}, {1990, opened}}, 2040, true, false},
 		{"closed after writes: prompt from the close", []ev{{0, opened}, {30, written}, {40, finished}}, 50, false, true},
-		{"renamed into place", []ev{{0, finished}}, 10, false, true},
+		{"closed", []ev{{0, finished}}, 10, false, true},
+		{"renamed into place: reported almost at once", []ev{{0, placed}}, 1, false, true},
+		{"renamed into place, then chmod: still complete, still prompt", []ev{{0, placed}, {0, touched}}, 1, false, true},
+		{"closed, then chmod: the prompt time", []ev{{0, finished}, {0, touched}}, 10, false, true},
+		{"renamed into place over an open file: nothing held", []ev{{0, opened}, {5, placed}}, 6, false, true},
+		{"renamed into place, then written: the settle time", []ev{{0, placed}, {1, written}}, 51, false, false},
 		{"closed, then an attribute change: still complete", []ev{{0, finished}, {5, touched}}, 15, false, true},
 		{"closed, then a write: not complete", []ev{{0, finished}, {5, written}}, 55, false, false},
 		{"closed, then opened again: held afresh", []ev{{0, opened}, {5, finished}, {8, opened}}, 2008, true, false},
@@ -501,5 +506,50 @@ func TestPathStateTable(t *testing.T) {
 			t.Errorf("%s: due %v open %v complete %v, want %v %v %v", tt.name,
 				got.Sub(t0), st.open, st.complete, time.Duration(tt.due)*time.Millisecond, tt.open, tt.complete)
 		}
+	}
+}
+
+// TestPlacedWait: a file renamed into place waits until a timestamp tick
+// past its ctime (so Writing can tell its events were read), never more
+// than the prompt time, and not at all when the ctime is unknown.
+func TestPlacedWait(t *testing.T) {
+	now := time.Unix(1000, 0)
+	const prompt = 2 * maxTimeTick
+	margin := 200 * time.Microsecond
+	tests := []struct {
+		name  string
+		ctime time.Time
+		want  time.Duration
+	}{
+		{"unknown", time.Time{}, 0},
+		{"stamped now", now, timeTick + margin},
+		{"stamped a tick ago", now.Add(-timeTick), margin},
+		{"long ago", now.Add(-time.Second), timeTick + margin - time.Second},
+		{"in the future: ignored", now.Add(time.Second), 0},
+	}
+	for _, tt := range tests {
+		if got := placedWait(tt.ctime, now, prompt); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestNotBefore: NotBefore delays a pending path and never hastens one.
+func TestNotBefore(t *testing.T) {
+	s := newSettler(50*time.Millisecond, 10*time.Millisecond, 100)
+	s.Add("f", placed, ms(0))
+	s.NotBefore("f", ms(4))
+	s.NotBefore("f", ms(2)) // earlier: no effect
+	s.NotBefore("g", ms(9)) // not pending: no effect
+	s.Advance(ms(3))
+	if b, ok := s.Take(10); ok {
+		t.Fatalf("taken at 3ms: %v", b.Paths)
+	}
+	s.Advance(ms(4))
+	if b, _ := s.Take(10); !slices.Equal(b.Paths, []string{"f"}) {
+		t.Fatalf("at 4ms: %v, want [f]", b.Paths)
+	}
+	if len(s.entries) != 0 {
+		t.Fatalf("g was added: %v", s.entries)
 	}
 }

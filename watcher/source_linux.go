@@ -307,3 +307,11 @@ func timestampTick() time.Duration {
 	}
 	return min(max(time.Duration(ts.Nano()), time.Millisecond), maxTimeTick)
 }
+
+// ctimeOf is fi's change time.
+func ctimeOf(fi os.FileInfo) time.Time {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+	}
+	return time.Time{}
+}

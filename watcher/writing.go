@@ -41,7 +41,7 @@ func newWriters(hold time.Duration) *writers {
 // note applies an event of kind k on path at now: opened adds the path
 // (keeping its first opening), finished and gone remove it.
 func (w *writers) note(path string, k kind, now time.Time) {
-	if k != opened && k != finished && k != gone {
+	if k != opened && k != finished && k != placed && k != gone {
 		return
 	}
 	w.mu.Lock()

@@ -141,9 +141,9 @@ func TestCreatedKind(t *testing.T) {
 		moved, closes bool
 		want          kind
 	}{
-		{"full", true, true, finished},
-		{"empty", true, true, finished}, // renamed into place: whatever its size
-		{"full", false, true, opened},   // created by a writer whose close will be seen
+		{"full", true, true, placed},
+		{"empty", true, true, placed}, // renamed into place: whatever its size
+		{"full", false, true, opened}, // created by a writer whose close will be seen
 		{"empty", false, true, opened},
 		{"link2", false, true, touched}, // a second link: no writer
 		{"sym", false, true, touched},
