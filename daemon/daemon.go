@@ -161,6 +161,7 @@ func (d *Daemon) openFolder(fc config.Folder, byName map[string]identity.NodeID,
 		RescanInterval: rescanInterval(fc.Rescan),
 		Ignore:         skip,
 		Unnamed:        fs.IsUnnamed,
+		Own:            fs,
 		Logger:         log,
 	})
 	if err != nil {

@@ -185,3 +185,68 @@ func TestDropPlacedUnnamedReports(t *testing.T) {
 		t.Errorf("dropPlaced = %q, want %q", got, want)
 	}
 }
+
+// TestFreshFilesClaimedForTheWatcher: the files of a batch flushed with
+// syncfs that are new here are linked with a claim (vfs.Temp.OwnLink), so
+// that the watcher drops their creation, and are not remembered for
+// dropPlaced; one whose mtime is fresh is not claimed but remembered.
+func TestFreshFilesClaimedForTheWatcher(t *testing.T) {
+	a, b := pair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, n := range []*testNode{a, b} {
+		wg.Go(func() { n.engine.Run(ctx, make(chan Batch)) })
+	}
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	var rels []string
+	for i := range 4 * flushEachMax {
+		rel := fmt.Sprintf("d/f%03d.txt", i)
+		a.write(rel, randomBytes(uint64(i), 100))
+		if i > 0 {
+			a.setMTime(rel, old)
+		}
+		a.record(rel)
+		rels = append(rels, rel)
+	}
+	defer link(t, ctx, a, b)()
+	eventually(t, "b's records", func() bool {
+		for _, rel := range rels {
+			if _, have, err := b.ix.Get("docroot", rel); err != nil || !have {
+				return false
+			}
+		}
+		return true
+	})
+	ino := func(rel string) uint64 {
+		fi, err := os.Lstat(filepath.Join(b.dir, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	// Files that arrived in a batch of at most flushEachMax were given
+	// temp names and renamed: those are remembered, not claimed.
+	b.engine.scanMu.Lock()
+	defer b.engine.scanMu.Unlock()
+	claimedN := 0
+	for i, rel := range rels {
+		_, placed := b.engine.placed[rel]
+		claimed := b.engine.fs.OwnCreated(rel, ino(rel))
+		switch {
+		case i == 0 && claimed:
+			t.Errorf("%s, with a fresh mtime, was claimed", rel)
+		case placed == claimed:
+			t.Errorf("%s: remembered %v, claimed %v; want exactly one", rel, placed, claimed)
+		}
+		if claimed {
+			claimedN++
+		}
+	}
+	if claimedN < flushEachMax {
+		t.Errorf("%d files claimed, want at least a batch flushed with syncfs (%d)", claimedN, flushEachMax)
+	}
+}

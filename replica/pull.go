@@ -1183,6 +1183,7 @@ func (f *Folder) commit(j *job) error {
 	}
 	var err error
 	var placed fs.FileInfo // the file as its commit left it, if known
+	claimed := false       // the watcher will not report it (vfs.Temp.OwnLink)
 	switch {
 	case fi.Deleted:
 		err = f.fs.Remove(fi.Path)
@@ -1209,10 +1210,16 @@ func (f *Folder) commit(j *job) error {
 				break
 			}
 		}
+		if j.fresh && f.now().Sub(time.Unix(0, fi.ModTime)) >= placedMinAge {
+			// Its creation and close need not come back from the watcher:
+			// it is recorded below. (A fresh mtime is left to the scanner,
+			// as for notePlaced.)
+			j.temp.OwnLink()
+		}
 		if err = j.temp.Commit(); errors.Is(err, fs.ErrExist) {
 			err = fmt.Errorf("%s changed on disk: %w", fi.Path, err)
 		}
-		placed = j.temp.Placed()
+		placed, claimed = j.temp.Placed(), j.temp.Claimed()
 		j.temp = nil
 	}
 	if err != nil {
@@ -1224,7 +1231,7 @@ func (f *Folder) commit(j *job) error {
 			return err
 		}
 	}
-	if fi.Type == protocol.File && !fi.Deleted {
+	if fi.Type == protocol.File && !fi.Deleted && !claimed {
 		j.placed = after
 	}
 	j.rec, j.write = f.recordFor(fi, after), true

@@ -33,7 +33,8 @@ type Folder struct {
 	// noUnnamed is set once the filesystem refused an unnamed file
 	// (O_TMPFILE): CreateNew then names its files.
 	noUnnamed atomic.Bool
-	unnamed   inoRing // the latest unnamed files' inode numbers
+	unnamed   inoRing  // the latest unnamed files' inode numbers
+	own       ownLinks // links claimed for the watcher (ownlink.go)
 }
 
 // Open opens the folder at dir. The folder keeps referring to the same
@@ -212,6 +213,10 @@ type Temp struct {
 	// Commit links in. noReplace: Commit refuses to replace anything.
 	unnamed, noReplace bool
 	placed             fs.FileInfo // the file as Commit left it, if known
+	// ino is an unnamed file's inode number; own: Commit claims its link
+	// (OwnLink), claimed: it did.
+	ino          uint64
+	own, claimed bool
 	// perm is the mode the file was made with, if it is known to be
 	// exactly that: Seal changes it only if it must. Zero: unknown.
 	perm fs.FileMode
@@ -343,6 +348,10 @@ func (t *Temp) Commit() error {
 // without looking the name up again (an unnamed file's fstat after its
 // link), or nil.
 func (t *Temp) Placed() fs.FileInfo { return t.placed }
+
+// Claimed reports whether Commit claimed the file's link for the watcher
+// (OwnLink): its events will not be reported, if they are read in time.
+func (t *Temp) Claimed() bool { return t.claimed }
 
 // closeUnnamed closes an unnamed file and gives back its share of the
 // descriptor budget.

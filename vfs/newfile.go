@@ -70,7 +70,7 @@ func (d *Dir) CreateNew(name string, perm fs.FileMode) (*Temp, error) {
 					d.folder.unnamed.add(st.Ino)
 				}
 				file := os.NewFile(uintptr(fd), join(d.rel, name))
-				return &Temp{dir: d, file: file, name: name, rel: join(d.rel, name), unnamed: true, noReplace: true, perm: made}, nil
+				return &Temp{dir: d, file: file, name: name, rel: join(d.rel, name), unnamed: true, noReplace: true, perm: made, ino: st.Ino}, nil
 			}
 			unnamedOpen.Add(-1)
 			// A filesystem or kernel without O_TMPFILE says so in one of
@@ -136,6 +136,26 @@ func (t *Temp) commitNew() error {
 		return err
 	}
 	fd := int(t.file.Fd())
+	if t.own && t.ino != 0 {
+		t.claimed = t.dir.folder.own.note(t.rel, t.ino)
+	}
+	err := t.link(fd)
+	if err != nil {
+		if t.claimed {
+			t.dir.folder.own.drop(t.rel)
+			t.claimed = false
+		}
+		return err
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil {
+		t.placed = infoOf(t.name, &st)
+	}
+	return nil
+}
+
+// link links the unnamed file open as fd at its name.
+func (t *Temp) link(fd int) error {
 	var err error
 	if !noEmptyPathLink.Load() {
 		err = unix.Linkat(fd, "", t.dir.fd, t.name, unix.AT_EMPTY_PATH)
@@ -150,14 +170,7 @@ func (t *Temp) commitNew() error {
 		err = linkProc(fd, t.dir.fd, t.name)
 	}
 	runtime.KeepAlive(t.dir.file)
-	if err != nil {
-		return err
-	}
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) == nil {
-		t.placed = infoOf(t.name, &st)
-	}
-	return nil
+	return err
 }
 
 func linkProc(fd, dirfd int, name string) error {

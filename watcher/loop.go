@@ -261,6 +261,11 @@ func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
 	if l.w.opts.Unnamed != nil && !ev.Has(fsnotify.Create) && !ev.Has(fsnotify.Remove) && !ev.Has(fsnotify.Rename) && l.w.opts.Unnamed(rel) {
 		return
 	}
+	if own := l.w.opts.Own; own != nil {
+		if ev.Op != fsnotify.Create {
+			own.OwnOther(rel) // a creation is asked about in created, with its inode
+		}
+	}
 	wasDir := l.dirs.has(rel)
 	closes := l.src != nil && l.src.Closes()
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
@@ -302,6 +307,9 @@ func (l *loop) created(ctx context.Context, rel string, moved, closes bool, now 
 		// A file, a symlink (never followed), or already gone again (its
 		// removal event is on the way): report it either way.
 		if l.ignored(rel, false) {
+			return
+		}
+		if own := l.w.opts.Own; own != nil && !moved && err == nil && fi.Mode().IsRegular() && own.OwnCreated(rel, inoOf(fi)) {
 			return
 		}
 		k := createdKind(fi, err, moved, closes)
@@ -584,6 +592,13 @@ func (l *loop) fallback(err error, retry func() bool, now time.Time) {
 	l.requestRescan(ReasonPoll, now)
 }
 
+// ownReset ends the claims of Options.Own: their events may be lost.
+func (l *loop) ownReset() {
+	if l.w.opts.Own != nil {
+		l.w.opts.Own.OwnReset()
+	}
+}
+
 // sourceError handles an error the event source reported.
 func (l *loop) sourceError(err error, now time.Time) {
 	reason := ReasonError
@@ -593,6 +608,7 @@ func (l *loop) sourceError(err error, now time.Time) {
 	} else {
 		l.w.errs.Add(1)
 	}
+	l.ownReset()
 	if _, wanted := l.s.RescanWanted(); !wanted {
 		if reason == ReasonOverflow {
 			l.log.Warn("kernel dropped events; rescanning the folder (raise "+maxQueuedEventsSysctl+" if this repeats)",
@@ -608,6 +624,7 @@ func (l *loop) sourceError(err error, now time.Time) {
 // sourceFailed handles a source that stopped delivering: start afresh.
 func (l *loop) sourceFailed(ctx context.Context, err error, now time.Time) {
 	l.w.errs.Add(1)
+	l.ownReset()
 	l.log.Warn("watcher stopped; restarting it", "path", l.w.root, "err", err)
 	l.stopWatching()
 	l.startWatching(ctx, now)

@@ -152,6 +152,14 @@ func instancesError(root string, err error) error {
 }
 
 // links returns a file's hard link count; 1 when unknown.
+// inoOf is fi's inode number, 0 where the platform does not say.
+func inoOf(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Ino)
+	}
+	return 0
+}
+
 func links(fi os.FileInfo) uint64 {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		return uint64(st.Nlink)

@@ -22,6 +22,18 @@ const (
 	DefaultMaxBatch       = 1000
 )
 
+// Own tells the events of files the watcher's own process linked into
+// place (see Options.Own).
+type Own interface {
+	// OwnCreated: the regular file rel appeared (not by a rename) with
+	// inode ino; true drops the event.
+	OwnCreated(rel string, ino uint64) bool
+	// OwnOther: anything else happened to rel.
+	OwnOther(rel string)
+	// OwnReset: events may have been lost; every claim ends.
+	OwnReset()
+}
+
 // Options tune a Watcher. The zero value gives the defaults.
 type Options struct {
 	// Settle is how long a path must stay quiet after its last write
@@ -52,6 +64,11 @@ type Options struct {
 	// by lockstep itself; the writes and attribute changes reported under
 	// it are dropped at once. Called from Run's goroutine only. Nil: none.
 	Unnamed func(rel string) bool
+	// Own, when set, claims the files lockstep linked into place itself
+	// and recorded already (vfs.Folder's OwnCreated and friends): the
+	// event of their creation is dropped. Called from
+	// Run's goroutine only. Nil: none.
+	Own Own
 	// Logger receives state changes (watching, polling, overflows). Pass
 	// one that already carries the folder id. Nil discards.
 	Logger *slog.Logger
