@@ -19,13 +19,28 @@ func benchFile(i int) Record {
 	return r
 }
 
-// filledIndex returns an index holding benchRecords file records.
-func filledIndex(b *testing.B) *Index {
+// filledIndex returns an index holding benchRecords file records, in an
+// order that jumps between directories.
+func filledIndex(b *testing.B) *Index { return filledIndexBy(b, benchFile) }
+
+// walkedFile is benchFile with the paths in key order, as a scan walking a
+// tree records them.
+func walkedFile(i int) Record {
+	r := benchFile(i)
+	r.Path = fmt.Sprintf("d%02d/s%02d/file%06d.php", i/1000, i/100%10, i)
+	return r
+}
+
+// interleavedFile is walkedFile with two halves of the tree recorded
+// alternately, as when a scan walks two directories at once.
+func interleavedFile(i int) Record { return walkedFile(i%2*(benchRecords/2) + i/2) }
+
+func filledIndexBy(b *testing.B, file func(int) Record) *Index {
 	b.Helper()
 	ix := openTest(b, b.TempDir())
 	batch := make([]Record, 0, 1000)
 	for i := range benchRecords {
-		batch = append(batch, benchFile(i))
+		batch = append(batch, file(i))
 		if len(batch) == cap(batch) {
 			put(b, ix, "f", batch...)
 			batch = batch[:0]
@@ -86,9 +101,15 @@ func BenchmarkChildren(b *testing.B) {
 }
 
 // BenchmarkSince measures streaming the whole sequence log, as a new peer
-// needs.
+// needs: recorded in walk order (as by a first scan), and in an order that
+// jumps between directories.
 func BenchmarkSince(b *testing.B) {
-	ix := filledIndex(b)
+	b.Run("walked", func(b *testing.B) { benchSince(b, filledIndexBy(b, walkedFile)) })
+	b.Run("interleaved", func(b *testing.B) { benchSince(b, filledIndexBy(b, interleavedFile)) })
+	b.Run("scattered", func(b *testing.B) { benchSince(b, filledIndex(b)) })
+}
+
+func benchSince(b *testing.B, ix *Index) {
 	n := 0
 	for b.Loop() {
 		if err := ix.Since(context.Background(), "f", 0, func(Record) error { n++; return nil }); err != nil {

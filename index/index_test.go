@@ -188,6 +188,67 @@ func TestSinceAcrossSnapshots(t *testing.T) {
 	}
 }
 
+// TestSinceOrders: Since reads the same records, in sequence order, what
+// ever order the paths were recorded in (the record cursor's stepping,
+// seeking and falling back to point lookups), from any starting sequence,
+// across snapshots, with some paths deleted and some rewritten.
+func TestSinceOrders(t *testing.T) {
+	defer func(n int) { renewEvery = n }(renewEvery)
+	renewEvery = 97
+	const n = 1200
+	orders := map[string]func(i int) int{
+		"walked":      func(i int) int { return i },
+		"interleaved": func(i int) int { return i%3*(n/3) + i/3 },
+		"scattered":   func(i int) int { return i * 7919 % n },
+		"backwards":   func(i int) int { return n - 1 - i },
+	}
+	for name, order := range orders {
+		t.Run(name, func(t *testing.T) {
+			ix := openTest(t, t.TempDir())
+			for i := 0; i < n; i += 100 {
+				var batch []Record
+				for k := i; k < i+100; k++ {
+					j := order(k)
+					batch = append(batch, fileRec(fmt.Sprintf("d%d/f%04d", j/50, j), fmt.Sprint(j)))
+				}
+				put(t, ix, "f", batch...)
+			}
+			// A hole, and paths moved to the end of the log.
+			put(t, ix, "f", Record{Path: "d3/f0170", Deleted: true, Version: vec(0xa1, 2), Stamp: 1 << 20, Origin: 0xa1},
+				fileRec("d0/f0001", "again"), fileRec("d20/f1000", "again"))
+			var all []Record
+			if err := ix.Since(context.Background(), "f", 0, func(r Record) error { all = append(all, r); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if len(all) != n {
+				t.Fatalf("%d records, want %d", len(all), n)
+			}
+			for i, r := range all {
+				if i > 0 && r.Sequence <= all[i-1].Sequence {
+					t.Fatalf("sequence %d after %d", r.Sequence, all[i-1].Sequence)
+				}
+				got, ok, err := ix.Get("f", r.Path)
+				if err != nil || !ok || got.Sequence != r.Sequence || !slices.Equal(got.Manifest.Chunks, r.Manifest.Chunks) {
+					t.Fatalf("%s: Since gave sequence %d, Get %d (%v %v)", r.Path, r.Sequence, got.Sequence, ok, err)
+				}
+			}
+			// From the middle: the same tail.
+			mid := all[n/2-1].Sequence
+			var tail []string
+			if err := ix.Since(context.Background(), "f", mid, func(r Record) error { tail = append(tail, r.Path); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, r := range all[n/2:] {
+				want = append(want, r.Path)
+			}
+			if !slices.Equal(tail, want) {
+				t.Fatalf("from sequence %d: %d paths, want %d", mid, len(tail), len(want))
+			}
+		})
+	}
+}
+
 func TestChunkLocations(t *testing.T) {
 	ix := openTest(t, t.TempDir())
 	put(t, ix, "f", fileRec("x", "AAAA", "BB"), fileRec("y", "BB"))

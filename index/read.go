@@ -220,8 +220,36 @@ func (ix *Index) Since(ctx context.Context, folder string, after uint64, fn func
 	if after == ^uint64(0) {
 		return nil
 	}
-	p := folderPrefix(kindSeq, f)
-	return ix.scan(ctx, p, seqKey(f, after+1), func(txn *badger.Txn, item *badger.Item) ([]byte, error) {
+	start := seqKey(f, after+1)
+	for {
+		resume, err := ix.sinceSome(ctx, f, start, fn)
+		if err != nil || resume == nil {
+			return err
+		}
+		start = resume
+	}
+}
+
+// sinceSome is one snapshot's part of Since, from the sequence key start;
+// it returns where the next snapshot resumes, nil at the end.
+func (ix *Index) sinceSome(ctx context.Context, f fid, start []byte, fn func(Record) error) ([]byte, error) {
+	txn := ix.newTxn(false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: folderPrefix(kindSeq, f)})
+	defer it.Close()
+	recs := newRecordCursor(txn, f)
+	defer recs.close()
+	it.Seek(start)
+	for n := 0; it.Valid(); n++ {
+		item := it.Item()
+		if n == renewEvery {
+			return item.KeyCopy(nil), nil
+		}
+		if n%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
 		_, rest, err := parseFolderKey(item.Key(), kindSeq)
 		if err != nil || len(rest) != 8 {
 			return nil, ix.corrupt(f, fmt.Sprintf("sequence key %x", item.Key()), errBadKey)
@@ -231,15 +259,148 @@ func (ix *Index) Since(ctx context.Context, folder string, after uint64, fn func
 		if err := item.Value(func(v []byte) error { path = string(v); return nil }); err != nil {
 			return nil, err
 		}
-		rec, found, err := ix.getRecord(txn, f, path)
+		rec, found, err := recs.get(ix, path)
 		if err != nil {
 			return nil, err
 		}
 		if !found || rec.Sequence != seq {
 			return nil, ix.corrupt(f, fmt.Sprintf("sequence %d", seq), fmt.Errorf("points at %q, whose record has sequence %d", path, rec.Sequence))
 		}
-		return nil, fn(rec)
-	})
+		if err := fn(rec); err != nil {
+			return nil, err
+		}
+		it.Next()
+	}
+	return nil, nil
+}
+
+// recordCursor reads the records a sequence log points at. A first scan
+// records a tree in walk order: each directory's files in name order, so
+// the records of consecutive sequences are mostly neighbours in key order,
+// with a few directories walked at once interleaving their runs. A cursor
+// that steps to the next key costs a fraction of a point lookup (Get
+// searches every level for each), so a few cursors follow those runs.
+// When the paths stop coming in key order, point lookups take over for a
+// while.
+type recordCursor struct {
+	txn  *badger.Txn
+	f    fid
+	its  [cursors]*badger.Iterator // nil until first used
+	used [cursors]uint64           // when each last served; the oldest seeks next
+	n    uint64
+	key  []byte
+	// misses counts lookups in a row no cursor could serve by stepping;
+	// skip is how many lookups still go straight to Get.
+	misses, skip int
+}
+
+// cursors is how many runs of neighbouring keys are followed at once;
+// cursorSteps is how many keys a cursor steps over to find the next
+// record before it gives up; after cursorMisses misses in a row, the next
+// cursorSkip lookups go straight to Get, and the one after seeks again.
+const (
+	cursors      = 4
+	cursorSteps  = 4
+	cursorMisses = 4
+	cursorSkip   = 64
+)
+
+func newRecordCursor(txn *badger.Txn, f fid) *recordCursor {
+	return &recordCursor{txn: txn, f: f}
+}
+
+func (c *recordCursor) close() {
+	for _, it := range c.its {
+		if it != nil {
+			it.Close()
+		}
+	}
+}
+
+// get returns the record of path, as getRecord does.
+func (c *recordCursor) get(ix *Index, path string) (Record, bool, error) {
+	if c.skip > 0 {
+		c.skip--
+		return ix.getRecord(c.txn, c.f, path)
+	}
+	c.n++
+	c.key = appendRecordKey(c.key[:0], c.f, path)
+	i := c.step()
+	if i >= 0 {
+		c.misses = 0
+	} else {
+		if c.misses++; c.misses >= cursorMisses {
+			// Out of key order: point lookups cost less than seeks.
+			c.misses, c.skip = 0, cursorSkip
+			return ix.getRecord(c.txn, c.f, path)
+		}
+		i = c.oldest()
+		if c.its[i] == nil {
+			c.its[i] = c.txn.NewIterator(badger.IteratorOptions{Prefix: folderPrefix(kindRecord, c.f)})
+		}
+		c.its[i].Seek(c.key)
+	}
+	c.used[i] = c.n
+	it := c.its[i]
+	if !it.Valid() || !bytes.Equal(it.Item().Key(), c.key) {
+		return Record{}, false, nil
+	}
+	rec, err := ix.decodeItem(c.f, path, it.Item())
+	if err != nil {
+		return Record{}, false, err
+	}
+	it.Next()
+	return rec, true, nil
+}
+
+// step moves the cursor closest below c.key forward to it, if it is at
+// most cursorSteps keys ahead, and returns that cursor; -1 when none gets
+// there.
+func (c *recordCursor) step() int {
+	best := -1
+	for i, it := range c.its {
+		if it == nil || !it.Valid() || bytes.Compare(it.Item().Key(), c.key) > 0 {
+			continue
+		}
+		if best < 0 || bytes.Compare(it.Item().Key(), c.its[best].Item().Key()) > 0 {
+			best = i
+		}
+	}
+	if best < 0 {
+		return -1
+	}
+	it := c.its[best]
+	for range cursorSteps {
+		if !it.Valid() {
+			return -1
+		}
+		switch bytes.Compare(it.Item().Key(), c.key) {
+		case 0:
+			return best
+		case 1:
+			return -1
+		}
+		it.Next()
+	}
+	if it.Valid() && bytes.Equal(it.Item().Key(), c.key) {
+		return best
+	}
+	return -1
+}
+
+// oldest returns the cursor that served last longest ago (or was never
+// made).
+func (c *recordCursor) oldest() int {
+	o := 0
+	for i := range c.its {
+		if c.its[i] == nil {
+			return i
+		}
+		if c.used[i] < c.used[o] {
+			o = i
+		}
+	}
+	return o
 }
 
 // Location is a place where a chunk's bytes were when the file was
