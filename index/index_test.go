@@ -249,6 +249,47 @@ func TestSinceOrders(t *testing.T) {
 	}
 }
 
+// TestGetMany: GetMany agrees with Get for every path asked, in any
+// order, with duplicates, absent runs between present paths, paths before
+// the first record and after the last, a tombstone, and an unknown folder.
+func TestGetMany(t *testing.T) {
+	ix := openTest(t, t.TempDir())
+	var recs []Record
+	for i := 0; i < 300; i += 3 {
+		recs = append(recs, fileRec(fmt.Sprintf("d%d/f%03d", i/30, i), fmt.Sprint(i)))
+	}
+	put(t, ix, "f", recs...)
+	put(t, ix, "f", Record{Path: "d1/f030", Deleted: true, Version: vec(0xa1, 2), Stamp: 1 << 20, Origin: 0xa1})
+	var paths []string
+	for i := 299; i >= -1; i-- { // every third present, the rest absent, in reverse
+		paths = append(paths, fmt.Sprintf("d%d/f%03d", i/30, i))
+	}
+	paths = append(paths, "", "a", "zzz", "d0/f000", "d0/f000", "d1/f030", "d1")
+	got, ok, err := ix.GetMany("f", paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	present := 0
+	for i, p := range paths {
+		want, wantOK, err := ix.Get("f", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok[i] != wantOK || got[i].Sequence != want.Sequence || got[i].Path != want.Path || got[i].Deleted != want.Deleted {
+			t.Errorf("%q: GetMany %v seq %d, Get %v seq %d", p, ok[i], got[i].Sequence, wantOK, want.Sequence)
+		}
+		if ok[i] {
+			present++
+		}
+	}
+	if present != len(recs)+3 { // the duplicates and the tombstone again
+		t.Errorf("%d found, want %d", present, len(recs)+3)
+	}
+	if got, ok, err := ix.GetMany("nope", []string{"a"}); err != nil || ok[0] || len(got) != 1 {
+		t.Errorf("unknown folder: %v %v %v", got, ok, err)
+	}
+}
+
 func TestChunkLocations(t *testing.T) {
 	ix := openTest(t, t.TempDir())
 	put(t, ix, "f", fileRec("x", "AAAA", "BB"), fileRec("y", "BB"))

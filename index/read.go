@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -82,6 +83,57 @@ func (ix *Index) Get(folder, path string) (rec Record, ok bool, err error) {
 		return err
 	})
 	return rec, ok, err
+}
+
+// GetMany is Get for many paths at once, in one snapshot: recs and ok are
+// parallel to paths. The paths are looked up in key order with one
+// iterator, which proves a run of absent paths absent with one seek (the
+// files of a directory new here) and steps from one present path to the
+// next when they are neighbours, instead of a point lookup each.
+func (ix *Index) GetMany(folder string, paths []string) (recs []Record, ok []bool, err error) {
+	recs, ok = make([]Record, len(paths)), make([]bool, len(paths))
+	f, known := ix.lookupFolder(folder)
+	if !known || len(paths) == 0 {
+		return recs, ok, nil
+	}
+	order := make([]int, len(paths))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(paths[a], paths[b]) })
+	err = ix.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: folderPrefix(kindRecord, f)})
+		defer it.Close()
+		var key []byte
+		for n, i := range order {
+			key = appendRecordKey(key[:0], f, paths[i])
+			if n == 0 || !stepTo(it, key, cursorSteps) {
+				it.Seek(key)
+			}
+			if !it.Valid() || !bytes.Equal(it.Item().Key(), key) {
+				continue
+			}
+			rec, err := ix.decodeItem(f, paths[i], it.Item())
+			if err != nil {
+				return err
+			}
+			recs[i], ok[i] = rec, true
+		}
+		return nil
+	})
+	return recs, ok, err
+}
+
+// stepTo moves it forward, at most steps keys, to the first key at or
+// after key; false when that needs a seek (it is further ahead).
+func stepTo(it *badger.Iterator, key []byte, steps int) bool {
+	for range steps {
+		if !it.Valid() || bytes.Compare(it.Item().Key(), key) >= 0 {
+			return true
+		}
+		it.Next()
+	}
+	return !it.Valid() || bytes.Compare(it.Item().Key(), key) >= 0
 }
 
 // Info returns the folder's metadata, creating the folder (and its epoch)

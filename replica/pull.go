@@ -188,6 +188,10 @@ type job struct {
 	// dirs holds the batch's directories open: each is opened and checked
 	// once instead of the path being walked for every call.
 	dirs *vfs.Dirs
+	// pre is the local record read with the whole batch's (index.GetMany),
+	// for the first decision; preHave: there was one.
+	pre              index.Record
+	preHave, preRead bool
 	// fresh: the file is new here and its batch is flushed with syncfs, so
 	// its temp is made with vfs.CreateNew. The syncfs before the commits
 	// flushes the unnamed file and the one after them its link; a batch
@@ -223,7 +227,18 @@ func (f *Folder) prepare(ctx context.Context, items []*item) *batch {
 		paths[it.info.Path] = true
 	}
 	// 1. Decide each item against the local record and the disk. A resync
-	// hashes local files to decide: several at once.
+	// hashes local files to decide: several at once. The records are read
+	// together first: a batch's paths are mostly neighbours, or new here.
+	names := make([]string, len(jobs))
+	for i, j := range jobs {
+		names[i] = j.it.info.Path
+	}
+	if recs, haves, err := f.ix.GetMany(f.id, names); err == nil {
+		// On an error each decision reads its own record.
+		for i, j := range jobs {
+			j.pre, j.preHave, j.preRead = recs[i], haves[i], true
+		}
+	}
 	f.mu.Lock()
 	r := f.resync
 	f.mu.Unlock()
@@ -463,7 +478,10 @@ func seqOf(j *job) uint64 {
 func (f *Folder) decide(ctx context.Context, j *job) {
 	fi := &j.it.info
 	for attempt := 0; ; attempt++ {
-		local, have, err := f.ix.Get(f.id, fi.Path)
+		local, have, err := j.pre, j.preHave, error(nil)
+		if attempt > 0 || !j.preRead {
+			local, have, err = f.ix.Get(f.id, fi.Path)
+		}
 		if err != nil {
 			j.err = err
 			return

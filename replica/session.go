@@ -241,10 +241,20 @@ func (f *Folder) HandleIndex(ctx context.Context, id conflict.NodeID, u *protoco
 	if stale {
 		return nil // sent before the epoch change the hello told us of
 	}
+	// The local records, looked up together: an update's paths are
+	// mostly neighbours, or all new here.
+	paths := make([]string, len(u.Files))
+	for i := range u.Files {
+		paths[i] = u.Files[i].Path
+	}
+	locals, haves, err := f.ix.GetMany(f.id, paths)
+	if err != nil {
+		return err
+	}
 	for i := range u.Files {
 		fi := &u.Files[i]
 		f.opts.Clock.Observe(fi.Stamp)
-		if err := f.admit(ctx, p, u.Epoch, fi); err != nil {
+		if err := f.admit(ctx, p, u.Epoch, fi, &locals[i], haves[i]); err != nil {
 			return err
 		}
 	}
@@ -256,7 +266,13 @@ func (f *Folder) HandleIndex(ctx context.Context, id conflict.NodeID, u *protoco
 }
 
 // admit decides one announced entry and queues it when it needs work.
-func (f *Folder) admit(ctx context.Context, p *peer, epoch uint64, fi *protocol.FileInfo) error {
+// local is fi's local record as read for the whole update (have: there is
+// one). An entry it says to take may be taken: the puller decides each
+// entry again against the record of the moment. One it says to drop is
+// looked at again with the record of the moment: the local record may
+// have changed since the update began (the loop blocks while the queue is
+// full).
+func (f *Folder) admit(ctx context.Context, p *peer, epoch uint64, fi *protocol.FileInfo, local *index.Record, have bool) error {
 	if err := vfs.CheckPath(fi.Path); err != nil {
 		f.log.Warn("refused an unsafe path from a peer", "peer", p.Name, "path", fi.Path, "err", err)
 		return nil
@@ -264,13 +280,12 @@ func (f *Folder) admit(ctx context.Context, p *peer, epoch uint64, fi *protocol.
 	if f.ignored(fi.Path, fi.Type == protocol.Dir) {
 		return nil
 	}
-	local, have, err := f.ix.Get(f.id, fi.Path)
-	if err != nil {
-		return err
-	}
-	if have {
-		switch conflict.Resolve(recordVersion(&local), infoVersion(fi)) {
-		case conflict.Keep:
+	if have && conflict.Resolve(recordVersion(local), infoVersion(fi)) == conflict.Keep {
+		now, have, err := f.ix.Get(f.id, fi.Path)
+		if err != nil {
+			return err
+		}
+		if have && conflict.Resolve(recordVersion(&now), infoVersion(fi)) == conflict.Keep {
 			return nil
 		}
 	}
