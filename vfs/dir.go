@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -106,6 +107,25 @@ func (d *Dir) Verify() error {
 	if d.rel == "." {
 		return nil
 	}
+	if !strings.Contains(d.rel, "/") {
+		// A directory of the root: one fstatat(2) on the root's handle,
+		// which follows no symlink, says it all.
+		var st unix.Stat_t
+		err := unix.Fstatat(d.folder.rootFd, d.rel, &st, unix.AT_SYMLINK_NOFOLLOW)
+		runtime.KeepAlive(d.folder.rootDir)
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			return fmt.Errorf("%s: %w", d.rel, ErrDirMoved)
+		case err != nil:
+			return &fs.PathError{Op: "lstat", Path: d.rel, Err: err}
+		case st.Mode&unix.S_IFMT != unix.S_IFDIR || uint64(st.Dev) != d.dev || st.Ino != d.ino:
+			return fmt.Errorf("%s: %w", d.rel, ErrDirMoved)
+		}
+		return nil
+	}
+	if ok, err := d.verifyBeneath(); ok {
+		return err
+	}
 	if err := d.folder.checkParents(d.rel); err != nil {
 		return err
 	}
@@ -121,6 +141,44 @@ func (d *Dir) Verify() error {
 		return fmt.Errorf("%s: %w", d.rel, ErrDirMoved)
 	}
 	return nil
+}
+
+// noOpenat2 is set once openat2(2) was refused (a kernel before 5.6, or a
+// sandbox that filters it): Verify then looks at each component.
+var noOpenat2 atomic.Bool
+
+// verifyBeneath is Verify in one openat2(2) that refuses every symlink on
+// the way, and an fstat: the cost of a lookup whatever the depth, where
+// looking at each component costs one per level (12.6 against ~3 µs at
+// depth 3, BenchmarkDirVerify). ok is false when it cannot tell: openat2
+// is missing, or the path does not lead to a directory without symlinks,
+// for which the component walk says precisely what is in the way.
+func (d *Dir) verifyBeneath() (ok bool, err error) {
+	if noOpenat2.Load() {
+		return false, nil
+	}
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(d.folder.rootFd, d.rel, &how)
+	runtime.KeepAlive(d.folder.rootDir)
+	switch {
+	case errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM):
+		noOpenat2.Store(true)
+		return false, nil
+	case err != nil:
+		return false, nil
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return false, nil
+	}
+	if uint64(st.Dev) != d.dev || st.Ino != d.ino {
+		return true, fmt.Errorf("%s: %w", d.rel, ErrDirMoved)
+	}
+	return true, nil
 }
 
 // Lstat returns information about the entry name of the directory without

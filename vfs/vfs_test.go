@@ -427,3 +427,89 @@ func TestSealOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestDirVerify: a directory handle verifies while its path still leads to
+// it, and not once the directory (or a parent) was moved away, replaced by
+// another directory, by a file or by a symlink to it, or removed; at the
+// root's level (one fstatat) as below it, with openat2 and without.
+func TestDirVerify(t *testing.T) {
+	for _, without := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noOpenat2=%v", without), func(t *testing.T) {
+			was := noOpenat2.Load()
+			noOpenat2.Store(without)
+			t.Cleanup(func() { noOpenat2.Store(was) })
+			testDirVerify(t)
+		})
+	}
+}
+
+func testDirVerify(t *testing.T) {
+	for _, rel := range []string{"a", "p/a", "p/q/r/a"} {
+		for _, change := range []string{"none", "moved", "replaced", "file", "symlink", "removed", "parent symlink"} {
+			if change == "parent symlink" && rel == "a" {
+				continue // no parent below the root
+			}
+			t.Run(rel+"/"+change, func(t *testing.T) {
+				f, dir := open(t)
+				d, err := f.OpenDir(rel, true, 0o755)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer d.Close()
+				p := filepath.Join(dir, rel)
+				must := func(err error) {
+					t.Helper()
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				switch change {
+				case "moved":
+					must(os.Rename(p, p+".old"))
+				case "replaced":
+					must(os.Rename(p, p+".old"))
+					must(os.Mkdir(p, 0o755))
+				case "file":
+					must(os.Rename(p, p+".old"))
+					must(os.WriteFile(p, nil, 0o644))
+				case "symlink":
+					must(os.Rename(p, p+".old"))
+					must(os.Symlink(filepath.Base(p)+".old", p))
+				case "removed":
+					must(os.Remove(p))
+				case "parent symlink":
+					parent := filepath.Dir(p)
+					must(os.Rename(parent, parent+".old"))
+					must(os.Symlink(filepath.Base(parent)+".old", parent))
+				}
+				err = d.Verify()
+				if (err == nil) != (change == "none") {
+					t.Fatalf("Verify after %s: %v", change, err)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkDirVerify: the check each commit makes of its directory.
+func BenchmarkDirVerify(b *testing.B) {
+	for _, rel := range []string{"a", "p/q/a"} {
+		b.Run(fmt.Sprintf("depth%d", strings.Count(rel, "/")+1), func(b *testing.B) {
+			f, err := Open(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			d, err := f.OpenDir(rel, true, 0o755)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			for b.Loop() {
+				if err := d.Verify(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
