@@ -1093,7 +1093,9 @@ func (f *Folder) obtain(ctx context.Context, path string, s *Step, buf []byte) (
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			if retried || !closed(conn.Done()) {
+			// A connection closed here fails its streams a moment
+			// before its Done channel closes: its error says so first.
+			if retried || !closed(conn.Done()) && !errors.Is(err, transport.ErrClosed) {
 				break
 			}
 			// The connection went away under the request: ask again on

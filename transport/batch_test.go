@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"lockstep/chunker"
 	"lockstep/protocol"
 )
@@ -266,5 +268,29 @@ func TestRequestChunksInto(t *testing.T) {
 		if !bytes.Equal(res[0].Data, good[2]) || !bytes.Equal(res[1].Data, good[0]) {
 			t.Fatal("next batch differs")
 		}
+	}
+}
+
+// TestRequestOnClosingConnWrapsErrClosed: a request on a connection whose
+// QUIC connection was just closed here (closeWith closes it before it
+// ends the Conn's context, as when a newer connection replaces it) fails
+// with an error wrapping ErrClosed, which tells the caller to ask again on
+// the peer's next connection, not to count a failure.
+func TestRequestOnClosingConnWrapsErrClosed(t *testing.T) {
+	checkGoroutines(t)
+	data := []byte("a chunk asked for as the connection closes")
+	a, b := pair(t, nil, []nodeOpt{withChunks(newChunkStore(data))})
+	ca, cb := a.nextConn(t), b.nextConn(t)
+	helloWith(t, cb, ca, Features)
+	ca.qc.CloseWithError(quic.ApplicationErrorCode(protocol.CodeDuplicate), "replaced by a newer connection")
+	_, err := ca.RequestChunk(context.Background(), req(data))
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("request on a closed connection: %v, want ErrClosed", err)
+	}
+	// The moment in between, held still: the QUIC connection closed, the
+	// Conn's context not yet ended.
+	between := &Conn{ctx: context.Background(), qc: ca.qc, t: ca.t}
+	if err := between.streamError(context.Background(), errors.New("stream write failed")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("streamError once the QUIC connection closed: %v, want ErrClosed", err)
 	}
 }

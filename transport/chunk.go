@@ -315,6 +315,11 @@ func (c *Conn) streamError(ctx context.Context, err error) error {
 	if c.ctx.Err() != nil {
 		return c.Err()
 	}
+	if cause := context.Cause(c.qc.Context()); cause != nil {
+		// Closed, and ctx not yet ended (closeWith closes the QUIC
+		// connection first): it is the connection's end all the same.
+		return fmt.Errorf("%w: %w", ErrClosed, explainClose(cause))
+	}
 	if ctx.Err() != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, protocol.ErrTimeout) {
 			return fmt.Errorf("no answer within %v: %w", c.t.cfg.RequestTimeout, cause)
