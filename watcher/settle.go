@@ -31,8 +31,9 @@ const (
 	// atomic writers, uploads and rsync do: it was finished elsewhere.
 	// Like finished, but reported after only placedQuiet: what follows such
 	// a rename in the same process (PHP's chmod after move_uploaded_file)
-	// comes within microseconds, and a complete path needs no timestamp
-	// tick to pass before it is read (the scanner does not ask Writing).
+	// comes within microseconds. (The loop also holds it until a timestamp
+	// tick past its ctime, placedWait, so that Writing can tell its events
+	// were read when the scanner asks.)
 	placed
 	// gone: the path was removed or renamed away. Prompt, and whatever was
 	// known of a writer no longer applies.
