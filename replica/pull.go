@@ -1231,9 +1231,9 @@ func (f *Folder) commit(j *job) error {
 			}
 		}
 		if j.fresh && f.now().Sub(time.Unix(0, fi.ModTime)) >= placedMinAge {
-			// Its creation and close need not come back from the watcher:
-			// it is recorded below. (A fresh mtime is left to the scanner,
-			// as for notePlaced.)
+			// Its creation need not come back from the watcher: it is
+			// recorded below. (A fresh mtime is left to the scanner, as
+			// for notePlaced.)
 			j.temp.OwnLink()
 		}
 		if err = j.temp.Commit(); errors.Is(err, fs.ErrExist) {
