@@ -69,27 +69,10 @@ if [ "${LOCKSTEP_BENCH_TRANSPORT:-1}" != 0 ]; then
   go test -run '^$' -bench RawQUICProcesses -benchtime 4x -count "$count" ./transport | tee -a "$out" || status=1
 fi
 
-# One row per figure; the targets are the ones the project set itself.
+# One row per figure (with COUNT > 1: the median of the runs, and their
+# range); the targets are the ones the project set itself, judged on the
+# median.
 echo
-awk '
-BEGIN {
-  target["Propagation4KiB p50_ms"] = 10;      target["Propagation4KiB p99_ms"] = 50
-  target["SmallFiles wire_ratio"] = 1.1
-  target["Delta256MiB insert_wire_B"] = 131072; target["Delta256MiB overwrite_wire_B"] = 1200000
-  target["IdleCPU max_cpu%"] = 0.05
-  # At least: lockstep against a raw quic-go stream between two processes.
-  least["InitialSync/OneFile vs_raw_quic"] = 0.70; least["InitialSync/ManyFiles vs_raw_quic"] = 0.70
-  printf "%-28s %-24s %14s %12s  %s\n", "benchmark", "figure", "value", "target", ""
-}
-/^Benchmark/ && NF > 3 {
-  name = $1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$/, "", name)
-  for (i = 3; i < NF; i += 2) {
-    unit = $(i + 1); if (unit == "ns/op" && $i == 0) continue
-    key = name " " unit; t = ""; verdict = ""
-    if (key in target) { t = "<= " target[key]; verdict = ($i + 0 <= target[key]) ? "ok" : sprintf("MISSED (x%.2f)", ($i + 0) / target[key]) }
-    if (key in least) { t = ">= " least[key]; verdict = ($i + 0 >= least[key]) ? "ok" : sprintf("MISSED (x%.2f)", ($i + 0) / least[key]) }
-    printf "%-28s %-24s %14s %12s  %s\n", name, unit, $i, t, verdict
-  }
-}' "$out" | tee -a "$out"
+awk -f "$here/scripts/bench-table.awk" "$out" | tee -a "$out"
 echo "bench-e2e: raw output and table in $out"
 exit "$status"
