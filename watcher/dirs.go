@@ -7,10 +7,26 @@ import "strings"
 // subtree is found without scanning every watch.
 type dirSet struct {
 	children map[string]map[string]struct{} // watched dir → its watched subdirs
+	inos     map[string]uint64              // watched dir → its inode when listed, if known
 }
 
 func newDirSet() *dirSet {
-	return &dirSet{children: make(map[string]map[string]struct{})}
+	return &dirSet{children: make(map[string]map[string]struct{}), inos: make(map[string]uint64)}
+}
+
+// setIno records the inode of the watched directory rel, as its listing
+// found it.
+func (d *dirSet) setIno(rel string, ino uint64) {
+	if d.has(rel) && ino != 0 {
+		d.inos[rel] = ino
+	}
+}
+
+// sameDir reports whether the watched directory rel is known to be the
+// directory with inode ino.
+func (d *dirSet) sameDir(rel string, ino uint64) bool {
+	got, ok := d.inos[rel]
+	return ok && ino != 0 && got == ino
 }
 
 func (d *dirSet) has(rel string) bool {
@@ -59,6 +75,7 @@ func (d *dirSet) removeTree(rel string, fn func(rel string)) {
 			stack = append(stack, k)
 		}
 		delete(d.children, r)
+		delete(d.inos, r)
 		fn(r)
 	}
 }

@@ -325,8 +325,15 @@ func (l *loop) created(ctx context.Context, rel string, moved, closes bool, now 
 		return
 	}
 	if l.dirs.has(rel) {
-		// Its removal was never seen (lost events): the old watches are
-		// stale.
+		if l.dirs.sameDir(rel, inoOf(fi)) {
+			// Found by its parent's listing before this event of its
+			// creation was read: its watches are current, and removing
+			// them would drop the events already queued for it.
+			l.add(rel, touched, now)
+			return
+		}
+		// Another directory under that name, whose predecessor's removal
+		// was never seen (lost events): the old watches are stale.
 		l.unwatchTree(rel)
 	}
 	// A directory just created (not renamed into place) may hold files
@@ -425,7 +432,8 @@ func (l *loop) watchTree(ctx context.Context, rel string, empty func(rel string)
 			continue
 		}
 		l.dirs.add(d)
-		err := l.listDirs(abs, d, func(sub string) { stack = append(stack, sub) }, empty)
+		ino, err := l.listDirs(abs, d, func(sub string) { stack = append(stack, sub) }, empty)
+		l.dirs.setIno(d, ino)
 		if err != nil && !isGone(err) {
 			l.w.errs.Add(1)
 			l.log.Warn("cannot list directory", "path", abs, "err", err)
@@ -436,14 +444,19 @@ func (l *loop) watchTree(ctx context.Context, rel string, empty func(rel string)
 }
 
 // listDirs calls fn with every subdirectory of dir that is not ignored,
-// and empty (when not nil) with every empty regular file that is not.
-// It reads the directory in slices so that a huge one costs bounded memory.
-func (l *loop) listDirs(abs, rel string, fn, empty func(rel string)) error {
+// and empty (when not nil) with every empty regular file that is not,
+// and returns the directory's inode number (0 if unknown). It reads the
+// directory in slices so that a huge one costs bounded memory.
+func (l *loop) listDirs(abs, rel string, fn, empty func(rel string)) (uint64, error) {
 	f, err := os.Open(abs)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
+	var ino uint64
+	if fi, err := f.Stat(); err == nil {
+		ino = inoOf(fi)
+	}
 	for {
 		ents, err := f.ReadDir(512)
 		for _, e := range ents {
@@ -463,10 +476,10 @@ func (l *loop) listDirs(abs, rel string, fn, empty func(rel string)) error {
 			}
 		}
 		if err == io.EOF {
-			return nil
+			return ino, nil
 		}
 		if err != nil {
-			return err
+			return ino, err
 		}
 	}
 }
@@ -503,7 +516,7 @@ func (l *loop) countDirs(ctx context.Context) int {
 		d := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		n++
-		_ = l.listDirs(l.abs(d), d, func(sub string) { stack = append(stack, sub) }, nil)
+		_, _ = l.listDirs(l.abs(d), d, func(sub string) { stack = append(stack, sub) }, nil)
 	}
 	return n
 }

@@ -833,3 +833,46 @@ func TestRunNewDirectoryEmptyFilesHeld(t *testing.T) {
 		}
 	})
 }
+
+// TestRunCreatedDirAlreadyWatched: the creation event of a directory that
+// its parent's listing already found and watched (the event was still
+// queued) keeps its watches; a directory that replaced a watched one
+// whose removal was never seen is watched afresh.
+func TestRunCreatedDirAlreadyWatched(t *testing.T) {
+	root := t.TempDir()
+	mkdirs(t, root, "a/b")
+	synctest.Test(t, func(t *testing.T) {
+		sources := &fakeSources{}
+		r := started(t, root, Options{}, sources)
+		defer r.stop(t)
+		src := sources.live(t)
+		r.send(t, fsnotify.Create, "a/b") // late: b was listed with a at the start
+		if b, _ := recv(t, r.out); !slices.Equal(b.Paths, []string{"a/b"}) {
+			t.Fatalf("batch %+v, want a/b", b)
+		}
+		src.mu.Lock()
+		removed := slices.Clone(src.removed)
+		src.mu.Unlock()
+		if len(removed) != 0 {
+			t.Fatalf("watches removed %q for a directory that was already watched", removed)
+		}
+		// Replaced behind the watcher's back: the old watch is stale.
+		if err := os.Rename(filepath.Join(root, "a/b"), filepath.Join(root, "old")); err != nil {
+			t.Fatal(err)
+		}
+		mkdirs(t, root, "a/b")
+		r.send(t, fsnotify.Create, "a/b")
+		if b, _ := recv(t, r.out); !slices.Equal(b.Paths, []string{"a/b"}) {
+			t.Fatalf("batch %+v, want a/b", b)
+		}
+		src.mu.Lock()
+		removed = slices.Clone(src.removed)
+		src.mu.Unlock()
+		if !slices.Equal(removed, []string{filepath.Join(root, "a/b")}) {
+			t.Fatalf("removed %q, want the replaced directory's watch", removed)
+		}
+		if w := src.watchList(); !slices.Contains(w, filepath.Join(root, "a/b")) {
+			t.Fatalf("watched %q, want a/b watched again", w)
+		}
+	})
+}

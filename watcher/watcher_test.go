@@ -228,6 +228,9 @@ func TestLiveNestedCreation(t *testing.T) {
 	mkdirs(t, root, "a/b/c")
 	writeFile(t, root, "a/b/c/f")
 	r.waitFor(t, "a/b/c/f covered", func() bool { return r.covered("a/b/c/f") })
+	// Until nothing is pending: a file created under a directory whose
+	// report is still pending is covered by that report, not its own.
+	r.waitFor(t, "nothing pending", func() bool { return r.w.Stats().Pending == 0 })
 	// The new tree is watched: a file created in its deepest directory is
 	// reported by its own name.
 	r.reset()
