@@ -118,3 +118,45 @@ func benchSince(b *testing.B, ix *Index) {
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
 }
+
+// BenchmarkLoadPresence measures reading the stored chunk hashes into the
+// lookup filter, as Run does first.
+func BenchmarkLoadPresence(b *testing.B) {
+	ix := filledIndex(b)
+	for b.Loop() {
+		ix.chunks.ready.Store(false)
+		if err := ix.loadPresence(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(benchRecords)*float64(b.N)/b.Elapsed().Seconds(), "hashes/s")
+}
+
+// BenchmarkLocateAllAbsent measures looking up chunks the index does not
+// hold, in groups of 64 as the puller does, with the filter loaded and
+// without it.
+func BenchmarkLocateAllAbsent(b *testing.B) {
+	ix := filledIndex(b)
+	hashes := make([]chunker.Hash, 64)
+	for _, loaded := range []bool{false, true} {
+		b.Run(fmt.Sprintf("filter=%v", loaded), func(b *testing.B) {
+			ix.chunks.ready.Store(false)
+			if loaded {
+				if err := ix.loadPresence(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			n := 0
+			for b.Loop() {
+				for i := range hashes {
+					hashes[i] = chunker.Sum(fmt.Appendf(nil, "absent %d", n))
+					n++
+				}
+				if found, err := ix.LocateAll(hashes, 4); err != nil || len(found) != 0 {
+					b.Fatal(found, err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n)/1000, "µs/hash")
+		})
+	}
+}

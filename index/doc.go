@@ -85,13 +85,17 @@
 // sets GOGC to 50 (Badger's arenas and table builders make the heap's live
 // part bursty) and a soft limit with debug.SetMemoryLimit.
 // scanner.BenchmarkScan reports the anonymous and file-backed peaks apart.
+// The one fixed structure of the index's own is the 1 MiB filter of chunk
+// hashes (presence.go) that lets Locate and LocateAll skip the seek of a
+// hash the index never held.
 //
 // # Maintenance
 //
 // Open starts no goroutine of its own (Badger starts its compactors; the
 // idle check of idle.go and the pager of pages.go run on timers that Close
-// stops and waits for). Run,
-// called by the daemon, does periodic maintenance (Maintain): removing the
+// stops and waits for). Run, called by the daemon, first reads the stored
+// chunk hashes into that filter (~4M hashes/s, keys only), then does
+// periodic maintenance (Maintain): removing the
 // data ResetFolder left behind, and Badger's value-log garbage collection;
 // a round with nothing written since the last is skipped.
 //

@@ -82,6 +82,9 @@ type Index struct {
 	byName map[string]fid
 	byID   map[fid]string
 
+	// chunks filters the chunk hashes LocateAll need not seek (presence.go).
+	chunks presence
+
 	// maintained is called after each maintenance round of Run (tests).
 	maintained func()
 }

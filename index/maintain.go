@@ -51,12 +51,17 @@ func (ix *Index) ResetFolder(folder string) (FolderInfo, error) {
 	return info, nil
 }
 
-// Run does maintenance every Options.MaintainInterval until ctx is done,
-// then returns nil. It starts no goroutine. A round is skipped when
+// Run first loads the filter of stored chunk hashes (presence.go), then
+// does maintenance every Options.MaintainInterval until ctx is done, and
+// returns nil. It starts no goroutine. A round is skipped when
 // nothing was written since the last one that succeeded: there is then
 // nothing to collect, and an idle index stays idle. A failed round is
 // logged and retried at the next interval.
 func (ix *Index) Run(ctx context.Context) error {
+	if err := ix.loadPresence(ctx); err != nil && ctx.Err() == nil {
+		// LocateAll seeks every hash, as without the filter.
+		ix.log.Warn("reading the chunk hashes for the lookup filter failed", "err", err)
+	}
 	t := time.NewTicker(ix.opts.MaintainInterval)
 	defer t.Stop()
 	var done uint64
@@ -157,7 +162,7 @@ func (ix *Index) dropFolder(ctx context.Context, f fid) error {
 				if err != nil {
 					return err
 				}
-				more := appendLocOps(nil, f, path, rec.Manifest.Chunks, nil)
+				more := ix.appendLocOps(nil, f, path, rec.Manifest.Chunks, nil)
 				more = append(more, op{key: seqKey(f, rec.Sequence), del: true}, op{key: recordKey(f, path), del: true})
 				var c int64
 				for _, o := range more {

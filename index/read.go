@@ -468,6 +468,9 @@ type Location struct {
 // Locate returns up to limit places holding the chunk with hash h, in any
 // folder (limit ≤ 0: no limit).
 func (ix *Index) Locate(h chunker.Hash, limit int) ([]Location, error) {
+	if !ix.chunks.mayHave(h) {
+		return nil, nil
+	}
 	var out []Location
 	errEnough := errors.New("enough")
 	err := ix.scan(context.Background(), locPrefix(h), nil, func(_ *badger.Txn, item *badger.Item) ([]byte, error) {
@@ -500,6 +503,9 @@ func (ix *Index) LocateAll(hashes []chunker.Hash, limit int) (map[chunker.Hash][
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindLoc}})
 	defer it.Close()
 	for _, h := range sorted {
+		if !ix.chunks.mayHave(h) {
+			continue
+		}
 		p := locPrefix(h)
 		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
 			loc, live, err := ix.location(h, it.Item())

@@ -210,7 +210,7 @@ func (ix *Index) applySome(f fid, ws []Write, b budget) (int, error) {
 		}
 		next.count(&rec, +1)
 		core := len(ops)
-		ops = appendLocOps(ops, f, path, oldRefs, rec.Manifest.Chunks)
+		ops = ix.appendLocOps(ops, f, path, oldRefs, rec.Manifest.Chunks)
 		switch {
 		case st.fits(ops, metaCost, b):
 		case n > 0:
@@ -255,7 +255,13 @@ func (ix *Index) commitSome(txn *badger.Txn, f fid, meta *FolderInfo, n int, big
 // the chunk list old into those for new. Both lists are walked by offset,
 // so chunks that stay where they were (a metadata-only change, an append)
 // cost nothing.
-func appendLocOps(ops []op, f fid, path string, old, new []chunker.Ref) []op {
+//
+// The hashes of new are added to the presence filter here, before the
+// operations are applied.
+func (ix *Index) appendLocOps(ops []op, f fid, path string, old, new []chunker.Ref) []op {
+	for _, r := range new {
+		ix.chunks.add(r.Hash)
+	}
 	var i, j int
 	var oi, oj int64
 	for i < len(old) || j < len(new) {
@@ -289,7 +295,7 @@ func locValue(n uint32) []byte { return binary.AppendUvarint(nil, uint64(n)) }
 // moveLocations applies the chunk-location change of one path from old to
 // new, then removes the path's pending entry. See runOps.
 func (ix *Index) moveLocations(f fid, path string, old, new []chunker.Ref) error {
-	ops := appendLocOps(nil, f, path, old, new)
+	ops := ix.appendLocOps(nil, f, path, old, new)
 	ops = append(ops, op{key: pendingKey(f, path), del: true})
 	if err := ix.runOps(ops); err != nil {
 		return fmt.Errorf("%q: move chunk locations: %w", path, err)
@@ -371,8 +377,8 @@ func (ix *Index) repairPending() error {
 		// Remove every old location, then put every current one back:
 		// the old list and the current one may overlap in any way, and a
 		// set after a delete of the same key wins.
-		ops := appendLocOps(nil, p.f, p.path, p.old, nil)
-		ops = appendLocOps(ops, p.f, p.path, nil, cur)
+		ops := ix.appendLocOps(nil, p.f, p.path, p.old, nil)
+		ops = ix.appendLocOps(ops, p.f, p.path, nil, cur)
 		ops = append(ops, op{key: pendingKey(p.f, p.path), del: true})
 		if err := ix.runOps(ops); err != nil {
 			return fmt.Errorf("%q: repair chunk locations: %w", p.path, err)
