@@ -21,7 +21,7 @@ import (
 // A hash is added before the transaction that stores its location
 // commits, so a lookup that can see the location also sees the hash. The
 // filter is 1 MiB: with the four probes taken from the (uniform) hash
-// itself, one absent hash in 20 000 passes at 100k chunks, one in 50 at a
+// itself, one absent hash in 200 000 passes at 100k chunks, one in 50 at a
 // million; past that it degrades to the seeks it saves.
 type presence struct {
 	bits  [presenceBits / 64]atomic.Uint64
