@@ -70,6 +70,13 @@ func (f *fakeSource) Close() error {
 	return nil
 }
 
+// removedList returns the watches removed so far, sorted.
+func (f *fakeSource) removedList() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(slices.Values(f.removed))
+}
+
 func (f *fakeSource) watchList() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -240,9 +240,7 @@ func TestRunDirectoryRenamedAway(t *testing.T) {
 		if got := src.watchList(); !slices.Equal(got, want) {
 			t.Fatalf("watched %q, want %q", got, want)
 		}
-		src.mu.Lock()
-		removed := slices.Sorted(slices.Values(src.removed))
-		src.mu.Unlock()
+		removed := src.removedList()
 		wantRemoved := []string{filepath.Join(root, "old"), filepath.Join(root, "old/sub"), filepath.Join(root, "old/sub/deeper")}
 		if !slices.Equal(removed, wantRemoved) {
 			t.Fatalf("removed %q, want %q", removed, wantRemoved)
@@ -850,9 +848,7 @@ func TestRunCreatedDirAlreadyWatched(t *testing.T) {
 		if b, _ := recv(t, r.out); !slices.Equal(b.Paths, []string{"a/b"}) {
 			t.Fatalf("batch %+v, want a/b", b)
 		}
-		src.mu.Lock()
-		removed := slices.Clone(src.removed)
-		src.mu.Unlock()
+		removed := src.removedList()
 		if len(removed) != 0 {
 			t.Fatalf("watches removed %q for a directory that was already watched", removed)
 		}
@@ -865,9 +861,7 @@ func TestRunCreatedDirAlreadyWatched(t *testing.T) {
 		if b, _ := recv(t, r.out); !slices.Equal(b.Paths, []string{"a/b"}) {
 			t.Fatalf("batch %+v, want a/b", b)
 		}
-		src.mu.Lock()
-		removed = slices.Clone(src.removed)
-		src.mu.Unlock()
+		removed = src.removedList()
 		if !slices.Equal(removed, []string{filepath.Join(root, "a/b")}) {
 			t.Fatalf("removed %q, want the replaced directory's watch", removed)
 		}
