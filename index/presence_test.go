@@ -81,3 +81,24 @@ func TestLocateWithPresence(t *testing.T) {
 		t.Error("the loaded filter says a chunk never stored may be there (one chance in millions)")
 	}
 }
+
+// TestLocateWithoutPresence: when Run stops before the filter is loaded,
+// the filter keeps answering "maybe" and lookups seek as before.
+func TestLocateWithoutPresence(t *testing.T) {
+	ix := openTest(t, t.TempDir())
+	put(t, ix, "f", fileRec("x", "AAAA"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := ix.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ix.chunks.ready.Load() {
+		t.Fatal("the filter was loaded by a cancelled Run")
+	}
+	if got := locate(t, ix, "AAAA"); len(got) != 1 {
+		t.Fatalf("Locate(AAAA) = %v, want one place", got)
+	}
+	if !ix.chunks.mayHave(chunker.Sum([]byte("never"))) {
+		t.Fatal("an unloaded filter said no")
+	}
+}
