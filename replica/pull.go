@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -847,6 +848,13 @@ func (f *Folder) assemble(ctx context.Context, j *job, batchSlots chan struct{})
 		temp.Abort()
 		return nil, err
 	}
+	// A large file's data goes to the disk with direct I/O where it can
+	// (vfs.DirectWriter).
+	var out io.WriterAt = file
+	direct := temp.Direct(int64(fi.Size))
+	if direct != nil {
+		out = direct
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// A large file is handed to the disk as it arrives, so that the flush
@@ -865,7 +873,7 @@ func (f *Folder) assemble(ctx context.Context, j *job, batchSlots chan struct{})
 	// put writes a chunk's data at every offset of the file that holds it.
 	put := func(s *Step, data []byte) error {
 		for _, off := range s.Offsets {
-			if _, err := file.WriteAt(data, off); err != nil {
+			if _, err := out.WriteAt(data, off); err != nil {
 				return err
 			}
 		}
@@ -934,6 +942,10 @@ func (f *Folder) assemble(ctx context.Context, j *job, batchSlots chan struct{})
 	wg.Wait()
 	close(kick)
 	writeback.Wait()
+	var closeErr error
+	if direct != nil {
+		closeErr = direct.Close()
+	}
 	select {
 	case err := <-errc:
 		temp.Abort()
@@ -943,6 +955,10 @@ func (f *Folder) assemble(ctx context.Context, j *job, batchSlots chan struct{})
 	if ctx.Err() != nil {
 		temp.Abort()
 		return nil, ctx.Err()
+	}
+	if closeErr != nil {
+		temp.Abort()
+		return nil, fmt.Errorf("%s: %w", fi.Path, closeErr)
 	}
 	return temp, nil
 }
