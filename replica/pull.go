@@ -1310,7 +1310,7 @@ func (f *Folder) meta(fi *protocol.FileInfo) vfs.Meta {
 	if fi.Mode&0o1000 != 0 {
 		m.Mode |= fs.ModeSticky
 	}
-	if os.Geteuid() == 0 {
+	if euid() == 0 {
 		m.Chown = true
 		m.UID, m.GID = int(fi.UID), int(fi.GID)
 		if uid, gid, ok := f.owner(); ok {
@@ -1324,6 +1324,10 @@ func (f *Folder) meta(fi *protocol.FileInfo) vfs.Meta {
 	}
 	return m
 }
+
+// euid is the daemon's effective user ID, asked once: meta runs for every
+// file.
+var euid = sync.OnceValue(os.Geteuid)
 
 // owner resolves the folder's configured owner and group (-1 when unset).
 func (f *Folder) owner() (uid, gid int, ok bool) {

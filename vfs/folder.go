@@ -213,9 +213,11 @@ type Temp struct {
 	// Commit links in. noReplace: Commit refuses to replace anything.
 	unnamed, noReplace bool
 	placed             fs.FileInfo // the file as Commit left it, if known
-	// ino is an unnamed file's inode number; own: Commit claims its link
-	// (OwnLink), claimed: it did.
+	// ino is an unnamed file's inode number, uid and gid its owner as
+	// made (ino 0: unknown); own: Commit claims its link (OwnLink),
+	// claimed: it did.
 	ino          uint64
+	uid, gid     int
 	own, claimed bool
 	// perm is the mode the file was made with, if it is known to be
 	// exactly that: Seal changes it only if it must. Zero: unknown.
@@ -410,6 +412,9 @@ func (t *Temp) apply(meta Meta) error {
 // gid, as a file created by the daemon for its own user often does: then
 // a chown(2), which costs more than the fstat(2), would change nothing.
 func (t *Temp) ownedBy(uid, gid int) bool {
+	if t.unnamed && t.ino != 0 {
+		return t.uid == uid && t.gid == gid
+	}
 	fi, err := t.file.Stat()
 	if err != nil {
 		return false

@@ -65,12 +65,16 @@ func (d *Dir) CreateNew(name string, perm fs.FileMode) (*Temp, error) {
 			fd, err := unix.Openat(d.fd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, uint32(made))
 			runtime.KeepAlive(d.file)
 			if err == nil {
+				t := &Temp{dir: d, name: name, rel: join(d.rel, name), unnamed: true, noReplace: true, perm: made}
 				var st unix.Stat_t
 				if unix.Fstat(fd, &st) == nil {
 					d.folder.unnamed.add(st.Ino)
+					// Nobody else can open a file with no name: its owner
+					// stays this one until Seal (Temp.ownedBy).
+					t.ino, t.uid, t.gid = st.Ino, int(st.Uid), int(st.Gid)
 				}
-				file := os.NewFile(uintptr(fd), join(d.rel, name))
-				return &Temp{dir: d, file: file, name: name, rel: join(d.rel, name), unnamed: true, noReplace: true, perm: made, ino: st.Ino}, nil
+				t.file = os.NewFile(uintptr(fd), t.rel)
+				return t, nil
 			}
 			unnamedOpen.Add(-1)
 			// A filesystem or kernel without O_TMPFILE says so in one of

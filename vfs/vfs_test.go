@@ -391,13 +391,25 @@ func TestQuickLstat(t *testing.T) {
 	}
 }
 
-// TestSealOwner: a temp file gets the owner asked for, whether it already
-// had it or not, and keeps its setuid bit either way.
+// TestSealOwner: a temp file, named or unnamed, gets the owner asked for,
+// whether it already had it or not, and keeps its setuid bit either way;
+// also in a setgid directory, whose group a new file starts with.
 func TestSealOwner(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to give files away")
 	}
 	f, dir := open(t)
+	if err := os.Mkdir(filepath.Join(dir, "sgid"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Join(dir, "sgid"), 0, 4321); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "sgid"), 0o755|fs.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	dirs := f.Dirs(0o755)
+	defer dirs.Close()
 	for _, tt := range []struct {
 		name     string
 		uid, gid int
@@ -405,8 +417,18 @@ func TestSealOwner(t *testing.T) {
 		{"own", os.Geteuid(), os.Getegid()},
 		{"other", 1234, 5678},
 		{"other group", os.Geteuid(), 5678},
+		{"unnamed own", os.Geteuid(), os.Getegid()},
+		{"unnamed other", 1234, 5678},
+		{"sgid/unnamed own", os.Geteuid(), os.Getegid()},
+		{"sgid/unnamed dir group", os.Geteuid(), 4321},
 	} {
-		tmp, err := f.Create(tt.name, 0o755)
+		var tmp *Temp
+		var err error
+		if strings.Contains(tt.name, "unnamed") {
+			tmp, err = dirs.CreateNew(tt.name, 0o755)
+		} else {
+			tmp, err = f.Create(tt.name, 0o755)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
