@@ -47,6 +47,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
@@ -1407,17 +1408,22 @@ func nearestRank(sorted []time.Duration, p float64) time.Duration {
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// arrivals counts the files that appear under a folder by their final
-// names — lockstep renames each whole file into place — watching new
-// directories as they appear. It is how a benchmark learns that data has
-// arrived without polling the daemons.
+// arrivals counts the files (and symlinks) that appear under a folder by
+// their final names — lockstep links or renames each whole file into place — watching
+// new directories as they appear. It is how a benchmark learns that data
+// has arrived without polling the daemons. It asks inotify for creations
+// and moves into place alone (fsnotify would also ask for every write and
+// metadata change, four events per file arriving, whose reading would take
+// CPU from the daemons being measured).
 type arrivals struct {
 	tb   testing.TB
-	w    *fsnotify.Watcher
+	in   *os.File // the inotify instance, non-blocking, so Close ends a Read
+	fd   int      // in's descriptor (File.Fd would make it blocking)
 	root string
 	done chan struct{}
 
 	mu     sync.Mutex
+	wds    map[int32]string // watched directories
 	seen   map[string]bool
 	first  time.Time // the first arrival
 	at     time.Time // the latest arrival
@@ -1426,15 +1432,15 @@ type arrivals struct {
 
 func watchArrivals(tb testing.TB, dir string) *arrivals {
 	tb.Helper()
-	w, err := fsnotify.NewWatcher()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	a := &arrivals{tb: tb, w: w, root: dir, done: make(chan struct{}), seen: map[string]bool{}}
+	a := &arrivals{tb: tb, in: os.NewFile(uintptr(fd), "inotify"), fd: fd, root: dir, done: make(chan struct{}), wds: map[int32]string{}, seen: map[string]bool{}}
 	a.addTree(dir)
 	go a.loop()
 	tb.Cleanup(func() {
-		w.Close()
+		a.in.Close()
 		<-a.done
 	})
 	return a
@@ -1442,30 +1448,41 @@ func watchArrivals(tb testing.TB, dir string) *arrivals {
 
 func (a *arrivals) loop() {
 	defer close(a.done)
+	buf := make([]byte, 256<<10)
 	for {
-		select {
-		case ev, ok := <-a.w.Events:
-			if !ok {
-				return
-			}
-			if ev.Has(fsnotify.Create) && !strings.HasPrefix(filepath.Base(ev.Name), ".lockstep") {
-				if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
-					a.addTree(ev.Name)
-				} else if err == nil && fi.Mode().IsRegular() {
-					a.record(ev.Name)
-				}
-			}
-		case err, ok := <-a.w.Errors:
-			if !ok {
-				return
-			}
-			// On an overflow the events are lost: walk the tree instead.
-			a.addTree(a.root)
-			a.mu.Lock()
-			if !errors.Is(err, fsnotify.ErrEventOverflow) {
+		n, err := a.in.Read(buf)
+		if err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				a.mu.Lock()
 				a.errMsg = err.Error()
+				a.mu.Unlock()
 			}
+			return
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+			if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
+				// The events are lost: walk the tree instead.
+				a.addTree(a.root)
+				continue
+			}
+			name = name[:max(0, bytes.IndexByte(name, 0))]
+			a.mu.Lock()
+			dir, ok := a.wds[ev.Wd]
 			a.mu.Unlock()
+			if !ok || len(name) == 0 || bytes.HasPrefix(name, []byte(".lockstep")) {
+				continue
+			}
+			p := filepath.Join(dir, string(name))
+			if ev.Mask&unix.IN_ISDIR != 0 {
+				a.addTree(p)
+			} else {
+				// No lstat to tell a file from a symlink: the benchmarks
+				// make none, and it would cost a path walk per file.
+				a.record(p)
+			}
 		}
 	}
 }
@@ -1484,7 +1501,12 @@ func (a *arrivals) addTree(dir string) {
 			return nil
 		}
 		if d.IsDir() {
-			a.w.Add(p)
+			wd, err := unix.InotifyAddWatch(a.fd, p, unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_ONLYDIR)
+			if err == nil {
+				a.mu.Lock()
+				a.wds[int32(wd)] = p
+				a.mu.Unlock()
+			}
 		} else if d.Type().IsRegular() {
 			a.record(p)
 		}
