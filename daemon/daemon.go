@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,10 +61,43 @@ type Daemon struct {
 }
 
 // traffic is the byte count of one peer: finished connections summed in
-// done, plus the live connection's own counters.
+// done, plus the live connections' own counters.
 type traffic struct {
 	done transport.Stats
-	live *transport.Conn
+	// live are the connections whose handlers run, in the order they
+	// started. Two nodes that dialled each other at once keep one
+	// connection and close the other, whose handler may start after the
+	// kept one's and end before it: the peer stays connected through
+	// whichever is left.
+	live []liveConn
+}
+
+// liveConn is what the daemon uses of a connection whose handler runs
+// (*transport.Conn; a seam for tests).
+type liveConn interface {
+	Stats() transport.Stats
+	Close(err error)
+}
+
+var _ liveConn = (*transport.Conn)(nil)
+
+// connStarted notes c as a live connection to peer id.
+func (d *Daemon) connStarted(id identity.NodeID, c liveConn) {
+	d.trafficMu.Lock()
+	defer d.trafficMu.Unlock()
+	tr := d.traffic[id]
+	tr.live = append(tr.live, c)
+}
+
+// connEnded adds the counters of c, which has ended, to peer id's total.
+func (d *Daemon) connEnded(id identity.NodeID, c liveConn) {
+	d.trafficMu.Lock()
+	defer d.trafficMu.Unlock()
+	tr := d.traffic[id]
+	tr.done = addStats(tr.done, c.Stats())
+	if i := slices.Index(tr.live, c); i >= 0 {
+		tr.live = slices.Delete(tr.live, i, i+1)
+	}
 }
 
 // folder is one synced folder's parts.
@@ -310,18 +344,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 // session streaming our index, and the dispatch of the peer's messages.
 func (d *Daemon) handleConn(ctx context.Context, c *transport.Conn) {
 	peerID := c.Peer().ID
-	d.trafficMu.Lock()
-	tr := d.traffic[peerID]
-	tr.live = c
-	d.trafficMu.Unlock()
-	defer func() {
-		d.trafficMu.Lock()
-		tr.done = addStats(tr.done, c.Stats())
-		if tr.live == c {
-			tr.live = nil
-		}
-		d.trafficMu.Unlock()
-	}()
+	d.connStarted(peerID, c)
+	defer d.connEnded(peerID, c)
 	short := peerID.Short()
 	log := d.log.With("peer", c.Peer().Name)
 	hello := &protocol.Hello{Version: protocol.Version, ID: d.id.ID, Name: d.cfg.Node.Name, Features: protocol.FeatureChunkDelta | transport.Features}
@@ -449,11 +473,11 @@ func (d *Daemon) Status(ctx context.Context, folderID string) (control.Status, e
 	for _, p := range d.peers {
 		tr := d.traffic[p.ID]
 		total := tr.done
-		if tr.live != nil {
-			total = addStats(total, tr.live.Stats())
+		for _, c := range tr.live {
+			total = addStats(total, c.Stats())
 		}
 		st.Traffic = append(st.Traffic, control.PeerTraffic{
-			Name: p.Name, Connected: tr.live != nil,
+			Name: p.Name, Connected: len(tr.live) > 0,
 			BytesSent: total.Sent, BytesReceived: total.Received,
 			ChunkBytesSent: total.ChunkBytesSent, ChunkBytesReceived: total.ChunkBytesReceived,
 		})

@@ -43,13 +43,21 @@ func (d *Daemon) Resync(_ context.Context, folderID string) ([]string, error) {
 	if folderID != "" && len(started) == 0 {
 		return nil, fmt.Errorf("%w: no folder %q in this node's configuration", control.ErrBadRequest, folderID)
 	}
+	// Every connection whose handler runs is closed, not only the last
+	// one noted: after a simultaneous dial the one kept may have started
+	// first. A connection whose handler starts after this sends a hello
+	// of the reset index.
+	var conns []liveConn
 	d.trafficMu.Lock()
 	for _, p := range d.peers {
-		if tr := d.traffic[p.ID]; peers[p.Name] && tr != nil && tr.live != nil {
-			tr.live.Close(errResync)
+		if tr := d.traffic[p.ID]; peers[p.Name] && tr != nil {
+			conns = append(conns, tr.live...)
 		}
 	}
 	d.trafficMu.Unlock()
+	for _, c := range conns {
+		c.Close(errResync)
+	}
 	slices.Sort(started)
 	d.log.Info("resync started", "folders", started)
 	return started, nil
