@@ -348,7 +348,14 @@ func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string))
 // folder holds the same tree on every node.
 func (c *cluster) waitInSync(timeout time.Duration) {
 	c.t.Helper()
-	eventually(c.t, timeout, func() (bool, string) {
+	c.waitInSyncIn(c.t, timeout)
+}
+
+// waitInSyncIn is waitInSync failing t, a subtest of the cluster's test:
+// a subtest must not fail its parent.
+func (c *cluster) waitInSyncIn(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, func() (bool, string) {
 		for _, nd := range c.nodes {
 			if nd.cmd == nil {
 				continue

@@ -156,7 +156,7 @@ func TestResyncRebuilds(t *testing.T) {
 		if _, chunks1 := after.received(); chunks1-chunks0 > uint64(size/100) {
 			t.Errorf("live resync of an intact node fetched %d chunk bytes of a %d-byte folder (> 1%%)", chunks1-chunks0, size)
 		}
-		c.waitInSync(60 * time.Second)
+		c.waitInSyncIn(t, 60*time.Second)
 	})
 
 	t.Run("index lost, folder intact", func(t *testing.T) {
@@ -165,7 +165,7 @@ func TestResyncRebuilds(t *testing.T) {
 		cmd, out := startResyncOffline(t, n3)
 		n3.start()
 		waitCmd(t, cmd, out, 90*time.Second)
-		c.waitInSync(60 * time.Second)
+		c.waitInSyncIn(t, 60*time.Second)
 		st, err := n3.status()
 		if err != nil {
 			t.Fatal(err)
@@ -202,7 +202,7 @@ func TestResyncRebuilds(t *testing.T) {
 		cmd, out := startResyncOffline(t, n2, "--folder", "docroot")
 		n2.start()
 		waitCmd(t, cmd, out, 90*time.Second)
-		c.waitInSync(60 * time.Second)
+		c.waitInSyncIn(t, 60*time.Second)
 		if d := diffTrees(want, snapshot(n1.folders["docroot"])); d != "" {
 			t.Fatalf("the cluster's tree changed after a stale node resynced: %s", d)
 		}
@@ -247,7 +247,7 @@ func TestResyncRebuilds(t *testing.T) {
 			t.Fatal(err)
 		}
 		n2.start()
-		c.waitInSync(60 * time.Second)
+		c.waitInSyncIn(t, 60*time.Second)
 		if d := diffTrees(want, snapshot(n1.folders["docroot"])); d != "" {
 			t.Fatalf("a stale file on a node with a lost index won over the cluster: %s", d)
 		}
@@ -271,7 +271,7 @@ func TestResyncRebuilds(t *testing.T) {
 			os.RemoveAll(filepath.Join(d3, e.Name()))
 		}
 		n3.start()
-		c.waitInSync(90 * time.Second)
+		c.waitInSyncIn(t, 90*time.Second)
 		if d := diffTrees(want, snapshot(d3)); d != "" {
 			t.Fatalf("wiped node differs from the cluster: %s", d)
 		}
@@ -293,7 +293,7 @@ func TestResyncRebuilds(t *testing.T) {
 		if !strings.Contains(rout.String(), "could not be read") {
 			t.Errorf("resync did not say it set the corrupt index aside:\n%s", rout)
 		}
-		c.waitInSync(60 * time.Second)
+		c.waitInSyncIn(t, 60*time.Second)
 		if l := conflictsOf(t, n3); len(l) != 0 {
 			t.Errorf("resync of an intact folder with a corrupt index set entries aside: %+v", l)
 		}
