@@ -151,6 +151,9 @@ func (t *Temp) commitNew() error {
 		}
 		return err
 	}
+	if t.claimed {
+		t.dir.folder.own.linked(t.rel)
+	}
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) == nil {
 		t.placed = infoOf(t.name, &st)

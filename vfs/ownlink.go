@@ -28,6 +28,11 @@ type ownLinks struct {
 type ownLink struct {
 	ino   uint64
 	noted time.Time
+	// linked: Commit's link succeeded, so the name did not exist just
+	// before it. The first creation event of the name read after that is
+	// this link's, or one whose removal event follows it (the name had to
+	// be free for the link): OwnLinked needs no inode to tell.
+	linked bool
 }
 
 const (
@@ -74,6 +79,16 @@ func (o *ownLinks) expire(now time.Time) {
 	o.n.Store(int64(len(o.m)))
 }
 
+// linked marks the claim on rel as linked (see ownLink).
+func (o *ownLinks) linked(rel string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if l, ok := o.m[rel]; ok {
+		l.linked = true
+		o.m[rel] = l
+	}
+}
+
 func (o *ownLinks) drop(rel string) {
 	if o.n.Load() == 0 {
 		return
@@ -102,6 +117,28 @@ func (f *Folder) OwnCreated(rel string, ino uint64) bool {
 	delete(o.m, rel)
 	o.n.Store(int64(len(o.m)))
 	return l.ino == ino && ownNow().Sub(l.noted) < ownLinkTTL
+}
+
+// OwnLinked reports whether the creation of rel, a name the kernel says is
+// not a directory, is the event of a link Temp.Commit claimed and made, so
+// that it is not worth reporting, and ends the claim if so. Unlike
+// OwnCreated it needs no lstat of rel: it answers only for a claim whose
+// link succeeded (see ownLink), and false otherwise, leaving the claim to
+// OwnCreated. Safe from any goroutine.
+func (f *Folder) OwnLinked(rel string) bool {
+	o := &f.own
+	if o.n.Load() == 0 {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	l, ok := o.m[rel]
+	if !ok || !l.linked || ownNow().Sub(l.noted) >= ownLinkTTL {
+		return false
+	}
+	delete(o.m, rel)
+	o.n.Store(int64(len(o.m)))
+	return true
 }
 
 // OwnOther ends any claim on rel: something else happened to it.

@@ -106,6 +106,56 @@ func TestOwnLinkClaims(t *testing.T) {
 	})
 }
 
+// TestOwnLinked: a claim whose link succeeded answers OwnLinked once, with
+// no inode asked; one not linked yet (noted, link in flight) is left to
+// OwnCreated; expired, other-evented and reset claims do not answer.
+func TestOwnLinked(t *testing.T) {
+	newFileModes(t, func(t *testing.T, f *Folder, dir string, unnamed bool) {
+		if !unnamed {
+			ownLinked(t, f, "named.txt")
+			if f.OwnLinked("named.txt") {
+				t.Fatal("a renamed temp file was claimed")
+			}
+			return
+		}
+		ownLinked(t, f, "a.txt")
+		if !f.OwnLinked("a.txt") {
+			t.Fatal("a.txt: its linked claim did not answer")
+		}
+		if f.OwnLinked("a.txt") || f.OwnCreated("a.txt", inoAt(t, filepath.Join(dir, "a.txt"))) {
+			t.Fatal("a.txt: claimed twice")
+		}
+
+		// Noted, not yet linked: OwnLinked leaves it to OwnCreated.
+		f.own.note("b.txt", 42)
+		if f.OwnLinked("b.txt") {
+			t.Fatal("b.txt: a claim not linked yet answered OwnLinked")
+		}
+		if !f.OwnCreated("b.txt", 42) {
+			t.Fatal("b.txt: the claim did not survive OwnLinked's refusal")
+		}
+
+		ownLinked(t, f, "c.txt")
+		f.OwnOther("c.txt")
+		if f.OwnLinked("c.txt") {
+			t.Fatal("c.txt: claimed after another event on it")
+		}
+		ownLinked(t, f, "d.txt")
+		f.OwnReset()
+		if f.OwnLinked("d.txt") {
+			t.Fatal("d.txt: claimed after a reset")
+		}
+		now := time.Now()
+		ownNow = func() time.Time { return now }
+		t.Cleanup(func() { ownNow = time.Now })
+		ownLinked(t, f, "e.txt")
+		now = now.Add(ownLinkTTL)
+		if f.OwnLinked("e.txt") {
+			t.Fatal("e.txt: claimed after its TTL")
+		}
+	})
+}
+
 // TestOwnLinksBounded: past maxOwnLinks claims, links are not claimed
 // until the expired ones are swept, at most once per TTL.
 func TestOwnLinksBounded(t *testing.T) {

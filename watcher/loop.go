@@ -262,7 +262,7 @@ func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
 		return
 	}
 	if own := l.w.opts.Own; own != nil {
-		if ev.Op != fsnotify.Create {
+		if ev.Op&^opNotDir != fsnotify.Create {
 			own.OwnOther(rel) // a creation is asked about in created, with its inode
 		}
 	}
@@ -280,6 +280,9 @@ func (l *loop) event(ctx context.Context, ev fsnotify.Event, now time.Time) {
 		}
 	}
 	if ev.Has(fsnotify.Create) {
+		if own := l.w.opts.Own; own != nil && ev.Has(opNotDir) && !ev.Has(opMoved) && !l.ignored(rel, false) && own.OwnLinked(rel) {
+			return
+		}
 		l.created(ctx, rel, ev.Has(opMoved), closes, now)
 	}
 	if ev.Has(fsnotify.Write) && !l.ignored(rel, false) {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -24,7 +25,8 @@ func TestLiveOwnLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fs.Close()
-	r := startLive(t, root, Options{Unnamed: fs.IsUnnamed, Own: fs}, nil)
+	own := &countingOwn{Folder: fs}
+	r := startLive(t, root, Options{Unnamed: fs.IsUnnamed, Own: own}, nil)
 	if !r.w.view.Load().src.Closes() {
 		t.Skip("the event source does not report closes on this platform: nothing reports unnamed files")
 	}
@@ -60,6 +62,13 @@ func TestLiveOwnLinks(t *testing.T) {
 		t.Fatalf("claimed.bin reported; seen %v", r.seen)
 	}
 	expectNotSeen(t, r, "claimed.bin", 100*time.Millisecond)
+	// inotify says the names are not directories: both creations were
+	// offered to OwnLinked first (claimed.bin is dropped there unless the
+	// event was read before Commit noted its link done, then by
+	// OwnCreated).
+	if n := own.asked.Load(); n != 2 {
+		t.Fatalf("OwnLinked asked %d times, want 2", n)
+	}
 
 	f, err := os.OpenFile(filepath.Join(root, "claimed.bin"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -70,6 +79,17 @@ func TestLiveOwnLinks(t *testing.T) {
 	}
 	f.Close()
 	r.waitSeen(t, "claimed.bin")
+}
+
+// countingOwn is a vfs.Folder as Own, counting the calls of OwnLinked.
+type countingOwn struct {
+	*vfs.Folder
+	asked atomic.Int32
+}
+
+func (o *countingOwn) OwnLinked(rel string) bool {
+	o.asked.Add(1)
+	return o.Folder.OwnLinked(rel)
 }
 
 // expectNotSeen fails if rel is reported within d.
@@ -127,17 +147,72 @@ func TestOwnCallbacks(t *testing.T) {
 	})
 }
 
-// fakeOwn claims the names in claims, each once, with their inode.
+// TestOwnLinkedCallbacks: a creation the source says is not a directory
+// is first offered to OwnLinked, which drops it without the file being
+// looked at (the name here does not even exist); refused, it goes on to
+// OwnCreated with the file's inode; a rename into place or a creation
+// without the source's word is never offered to OwnLinked.
+func TestOwnLinkedCallbacks(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, root, "mine")
+	writeFile(t, root, "moved")
+	writeFile(t, root, "plain")
+	fi, err := os.Lstat(filepath.Join(root, "mine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		own := &fakeOwn{claims: map[string]uint64{"mine": inoOf(fi)}, linked: map[string]bool{"linked": true, "moved": true}}
+		sources := &fakeSources{closes: true}
+		r := started(t, root, Options{Own: own}, sources)
+		defer r.stop(t)
+		r.send(t, fsnotify.Create|opNotDir, "linked")
+		r.send(t, fsnotify.Create|opNotDir, "mine")
+		r.send(t, fsnotify.Create|opNotDir|opMoved, "moved")
+		r.send(t, fsnotify.Create, "plain")
+		// moved is reported at once, plain once settled (it may still be
+		// being written).
+		var got []string
+		for len(got) < 2 {
+			b, _ := recv(t, r.out)
+			got = append(got, b.Paths...)
+		}
+		if slices.Sort(got); !slices.Equal(got, []string{"moved", "plain"}) {
+			t.Fatalf("reported %v, want moved and plain", got)
+		}
+		if own.linkedAsked != 2 || own.asked != 2 {
+			t.Fatalf("OwnLinked asked %d times, OwnCreated %d; want 2 and 2 (mine, plain)", own.linkedAsked, own.asked)
+		}
+		// A rename into place ends a claim; a creation does not.
+		if !slices.Equal(own.other, []string{"moved"}) {
+			t.Fatalf("other events %v, want [moved]", own.other)
+		}
+	})
+}
+
+// fakeOwn claims the names in claims, each once, with their inode, and
+// those in linked, each once, without one.
 type fakeOwn struct {
 	claims map[string]uint64
+	linked map[string]bool
 	other  []string
 	resets int
+	// asked counts the OwnCreated calls, linkedAsked the OwnLinked ones.
+	asked, linkedAsked int
 }
 
 func (o *fakeOwn) OwnCreated(rel string, ino uint64) bool {
+	o.asked++
 	want, ok := o.claims[rel]
 	delete(o.claims, rel)
 	return ok && want == ino
+}
+
+func (o *fakeOwn) OwnLinked(rel string) bool {
+	o.linkedAsked++
+	ok := o.linked[rel]
+	delete(o.linked, rel)
+	return ok
 }
 func (o *fakeOwn) OwnOther(rel string) { o.other = append(o.other, rel) }
 func (o *fakeOwn) OwnReset()           { o.resets++ }

@@ -50,6 +50,9 @@ const (
 	// opClosed: the file was closed by a process that had it open for
 	// writing (IN_CLOSE_WRITE).
 	opClosed fsnotify.Op = 1 << 29
+	// opNotDir comes with Create: the source knows the name is not a
+	// directory (inotify's IN_ISDIR is unset).
+	opNotDir fsnotify.Op = 1 << 27
 )
 
 // eventBuffer is the length of fsnotify's event channel. It adds to the

@@ -269,6 +269,9 @@ func inotifyOp(mask uint32) fsnotify.Op {
 	if mask&unix.IN_MOVED_TO != 0 {
 		op |= fsnotify.Create | opMoved
 	}
+	if op.Has(fsnotify.Create) && mask&unix.IN_ISDIR == 0 {
+		op |= opNotDir
+	}
 	if mask&(unix.IN_DELETE|unix.IN_DELETE_SELF) != 0 {
 		op |= fsnotify.Remove
 	}

@@ -28,6 +28,10 @@ type Own interface {
 	// OwnCreated: the regular file rel appeared (not by a rename) with
 	// inode ino; true drops the event.
 	OwnCreated(rel string, ino uint64) bool
+	// OwnLinked: rel appeared (not by a rename) and the kernel says it is
+	// not a directory; true drops the event without a look at the file,
+	// false asks OwnCreated once it is known.
+	OwnLinked(rel string) bool
 	// OwnOther: anything else happened to rel.
 	OwnOther(rel string)
 	// OwnReset: events may have been lost; every claim ends.
