@@ -488,7 +488,8 @@ func (f *Folder) decide(ctx context.Context, j *job) {
 			return
 		}
 		j.local, j.have = local, have
-		st, lerr := j.dirs.Lstat(fi.Path)
+		// Checked again at the commit (or linked without replacing).
+		st, lerr := j.dirs.LstatListed(fi.Path)
 		if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
 			j.err = lerr
 			return

@@ -32,6 +32,12 @@ type Dir struct {
 	file     *os.File // the directory, for the *at calls os.Root lacks
 	fd       int      // file's descriptor, taken once (File.Fd is not free)
 	dev, ino uint64
+	size     int64 // st_size when opened
+
+	// The directory's entry names, for LstatListed (list.go).
+	listMu sync.Mutex
+	asked  int                 // LstatListed calls so far
+	names  map[string]struct{} // nil: not listed
 }
 
 // OpenDir opens the directory rel ("." for the folder root). With create,
@@ -70,7 +76,7 @@ func (f *Folder) OpenDir(rel string, create bool, perm fs.FileMode) (*Dir, error
 		if !ok {
 			err = errors.New("no device and inode")
 		} else {
-			d.dev, d.ino = uint64(st.Dev), st.Ino
+			d.dev, d.ino, d.size = uint64(st.Dev), st.Ino, st.Size
 		}
 	}
 	if err == nil {

@@ -370,3 +370,69 @@ func TestDirLstatLikeOS(t *testing.T) {
 		t.Errorf("Lstat of a missing entry = %v, want ErrNotExist", err)
 	}
 }
+
+// TestLstatListed: the first question about a directory is an lstat; the
+// second reads the listing, and names absent from it are then absent
+// without a look at the disk (a file made after the listing is not seen:
+// the answer is as old as the listing); present names are lstatted; a big
+// directory is never listed.
+func TestLstatListed(t *testing.T) {
+	f, dir := open(t)
+	for _, p := range []string{"d/a", "d/b", "big/a"} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds := f.Dirs(0o755)
+	defer ds.Close()
+	absent := func(rel string) bool {
+		t.Helper()
+		_, err := ds.LstatListed(rel)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		return err != nil
+	}
+	if !absent("d/x") {
+		t.Fatal("d/x: found")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "d/late"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if absent("d/a") { // the second question: the listing is read now
+		t.Fatal("d/a: absent")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "d/later"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !absent("d/later") {
+		t.Fatal("d/later: looked up on the disk, want the listing's answer")
+	}
+	if absent("d/late") || absent("d/b") {
+		t.Fatal("a name in the listing was absent")
+	}
+	fi, err := ds.LstatListed("d/b")
+	if err != nil || fi.Size() != 3 {
+		t.Fatalf("d/b: %v, %v; want its lstat", fi, err)
+	}
+
+	big, err := ds.Dir("big", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big.size = listedMax + 1
+	absent("big/x")
+	absent("big/y")
+	if err := os.WriteFile(filepath.Join(dir, "big/z"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if absent("big/z") {
+		t.Fatal("big/z: a big directory was listed")
+	}
+	if _, err := ds.LstatListed("nodir/x"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing directory: %v", err)
+	}
+}
