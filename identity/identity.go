@@ -87,15 +87,19 @@ func Create(dir, name string) (id Identity, created bool, err error) {
 		if _, cerr := os.Lstat(certPath); cerr == nil {
 			// A concurrent Create writes the key before the certificate:
 			// a certificate seen after a missing key may be its work, so
-			// the key is looked for once more before refusing.
+			// the key is looked for once more, after the certificate was
+			// seen, before refusing.
 			key, keyPEM, err = readKey(keyPath)
+			if errors.Is(err, fs.ErrNotExist) {
+				return Identity{}, false, fmt.Errorf("create identity in %s: %s exists without %s; refusing to replace it with a new identity (move it away first)", dir, CertFile, KeyFile)
+			}
 		}
 	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if _, err := os.Lstat(certPath); err == nil {
-			return Identity{}, false, fmt.Errorf("create identity in %s: %s exists without %s; refusing to replace it with a new identity (move it away first)", dir, CertFile, KeyFile)
-		}
+		// No key, and no certificate when last looked: a certificate a
+		// concurrent Create writes from now on is for the key it wrote
+		// first, which writeNew finds below.
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return Identity{}, false, fmt.Errorf("create identity: generate key: %w", err)
