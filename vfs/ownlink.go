@@ -104,19 +104,29 @@ func (o *ownLinks) drop(rel string) {
 // (Temp.OwnLink): its creation event is then not worth reporting. The
 // claim ends either way. Safe from any goroutine.
 func (f *Folder) OwnCreated(rel string, ino uint64) bool {
-	o := &f.own
+	var matched bool
+	f.own.take(rel, func(l ownLink) bool {
+		matched = l.ino == ino && ownNow().Sub(l.noted) < ownLinkTTL
+		return true
+	})
+	return matched
+}
+
+// take ends the claim on rel if end says so of it, reporting whether
+// there was one that ended.
+func (o *ownLinks) take(rel string, end func(ownLink) bool) bool {
 	if o.n.Load() == 0 {
 		return false
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	l, ok := o.m[rel]
-	if !ok {
+	if !ok || !end(l) {
 		return false
 	}
 	delete(o.m, rel)
 	o.n.Store(int64(len(o.m)))
-	return l.ino == ino && ownNow().Sub(l.noted) < ownLinkTTL
+	return true
 }
 
 // OwnLinked reports whether the creation of rel, a name the kernel says is
@@ -126,19 +136,9 @@ func (f *Folder) OwnCreated(rel string, ino uint64) bool {
 // link succeeded (see ownLink), and false otherwise, leaving the claim to
 // OwnCreated. Safe from any goroutine.
 func (f *Folder) OwnLinked(rel string) bool {
-	o := &f.own
-	if o.n.Load() == 0 {
-		return false
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	l, ok := o.m[rel]
-	if !ok || !l.linked || ownNow().Sub(l.noted) >= ownLinkTTL {
-		return false
-	}
-	delete(o.m, rel)
-	o.n.Store(int64(len(o.m)))
-	return true
+	return f.own.take(rel, func(l ownLink) bool {
+		return l.linked && ownNow().Sub(l.noted) < ownLinkTTL
+	})
 }
 
 // OwnOther ends any claim on rel: something else happened to it.
