@@ -224,3 +224,37 @@ func checkTemp(t *testing.T, temp *Temp, dir string, want []byte) {
 		t.Fatalf("file differs from what was written (%d bytes, want %d)", len(got), len(want))
 	}
 }
+
+// TestDirectWriterFailureSticks: once a window's write fails, the data of
+// chunks already reported written may be lost: every later write and
+// Close return the error, so the assembly is abandoned, not committed
+// with a hole.
+func TestDirectWriterFailureSticks(t *testing.T) {
+	const size = 4 * directWindow
+	temp, w, dir := directTemp(t, size)
+	defer temp.Abort()
+	// A descriptor that cannot write stands in for a disk that fails.
+	ro, err := os.Open(filepath.Join(dir, "."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.direct.Close()
+	w.direct = ro
+	before := directInUse.Load()
+	window := bytes.Repeat([]byte{1}, directWindow)
+	if _, err := w.WriteAt(window[:100], 0); err != nil {
+		t.Fatalf("a write into a window's buffer failed: %v", err)
+	}
+	if _, err := w.WriteAt(window[100:], 100); err == nil {
+		t.Fatal("the write that completed the window reported no error")
+	}
+	if _, err := w.WriteAt(window, directWindow); err == nil {
+		t.Fatal("a write after the failed window was taken")
+	}
+	if err := w.Close(); err == nil {
+		t.Fatal("Close after a failed window reported no error")
+	}
+	if got := directInUse.Load(); got != before {
+		t.Fatalf("%d buffers in use after Close, want %d", got, before)
+	}
+}
