@@ -6,51 +6,17 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"regexp"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"lockstep/config"
-	"lockstep/identity"
 )
 
 // exportedMetrics returns the names of the metrics a node with one folder
 // and one (unreachable) peer exports, from the real collector.
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	root := t.TempDir()
-	data, folder := filepath.Join(root, "data"), filepath.Join(root, "docroot")
-	if err := os.MkdirAll(folder, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := identity.Create(data, "web1"); err != nil {
-		t.Fatal(err)
-	}
-	peer, _, err := identity.Create(filepath.Join(root, "peer"), "web2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-[node]
-name = "web1"
-data_dir = %q
-listen = %q
-
-[[peers]]
-name = "web2"
-id = %q
-address = "127.0.0.1:9"
-
-[[folders]]
-id = "docroot"
-path = %q
-mode = "quorum"
-`, data, freeUDP(t), peer.ID.String(), folder)), filepath.Join(root, "lockstep.toml"), config.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, _ := newPeeredNode(t, "quorum")
 	d, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -37,9 +37,9 @@ func (c *fakeConn) closed() error {
 	return c.err
 }
 
-// newPeeredNode prepares a node with one folder shared with one peer that
-// never answers; it returns the peer's ID.
-func newPeeredNode(t *testing.T) (*config.Config, identity.NodeID) {
+// newPeeredNode prepares node1 with one folder of the given mode, shared
+// with one peer, node2, that never answers; it returns the peer's ID.
+func newPeeredNode(t *testing.T, mode string) (*config.Config, identity.NodeID) {
 	t.Helper()
 	root := t.TempDir()
 	data := filepath.Join(root, "data")
@@ -68,7 +68,8 @@ address = %q
 [[folders]]
 id = "docroot"
 path = %q
-`, data, freeUDP(t), peer.ID.String(), freeUDP(t), folder)), filepath.Join(root, "lockstep.toml"), config.Options{})
+mode = %q
+`, data, freeUDP(t), peer.ID.String(), freeUDP(t), folder, mode)), filepath.Join(root, "lockstep.toml"), config.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ path = %q
 // and a resync must close the connection kept, or the resync waits
 // forever for the peer's index on a connection from before the reset.
 func TestResyncClosesKeptConnection(t *testing.T) {
-	cfg, peer := newPeeredNode(t)
+	cfg, peer := newPeeredNode(t, "async")
 	d, stop := start(t, cfg)
 	defer stop()
 
