@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -270,6 +271,6 @@ func (win *window) add(from, to int64) {
 		win.filled -= win.spans[j].to - win.spans[j].from
 		j++
 	}
-	win.spans = append(win.spans[:i], append([]span{{from, to}}, win.spans[j:]...)...)
+	win.spans = slices.Replace(win.spans, i, j, span{from, to})
 	win.filled += to - from
 }
